@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks for the local stack, idempotently:
+# a second run installs and downloads nothing. Kafka's jars (Maven) and the
+# embedded Temporal server (go build) are fetched and built by the launcher on
+# first use, into ~/.cache/chat-poc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+compgen -G '/usr/lib/postgresql/*/bin/pg_basebackup' >/dev/null || missing+=(postgresql)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+
+if ((${#missing[@]})); then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "bootstrap: missing ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "bootstrap: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v go >/dev/null || { echo "bootstrap: go not found; install Go 1.26 (https://go.dev/doc/install)" >&2; exit 1; }
+go mod download
+(cd deploy/temporal && go mod download)

@@ -1,0 +1,62 @@
+package devstack
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Name identifies one component of the stack. It names the component's pid
+// file (pids/<name>.pid), log file (logs/<name>.log) and data directory.
+type Name string
+
+// The infrastructure components the launcher knows how to run.
+const (
+	PGPrimary   Name = "pg-primary"
+	PGStandby   Name = "pg-standby"
+	Redis       Name = "redis"
+	KafkaA      Name = "kafka-a"
+	KafkaB      Name = "kafka-b"
+	MirrorMaker Name = "mm2"
+	Temporal    Name = "temporal"
+)
+
+// Profile selects which components a stack runs.
+type Profile string
+
+const (
+	// ProfileSingle is one of each, Kafka a only, no Postgres standby: fast tests.
+	ProfileSingle Profile = "single"
+	// ProfileGeo is the two-region topology: Kafka a and b joined by MirrorMaker 2,
+	// a Postgres primary with a streaming-replication standby.
+	ProfileGeo Profile = "geo"
+)
+
+var profiles = map[Profile][]Name{
+	ProfileSingle: {PGPrimary, Redis, KafkaA, Temporal},
+	ProfileGeo:    {PGPrimary, PGStandby, Redis, KafkaA, KafkaB, MirrorMaker, Temporal},
+}
+
+// ParseProfile returns the profile named s, or an error listing the valid ones.
+func ParseProfile(s string) (Profile, error) {
+	p := Profile(s)
+	if _, ok := profiles[p]; !ok {
+		return "", fmt.Errorf("unknown profile %q: use one of %s", s, strings.Join(profileNames(), ", "))
+	}
+	return p, nil
+}
+
+// Components lists the components the profile runs, in start order.
+func (p Profile) Components() []Name { return slices.Clone(profiles[p]) }
+
+// Has reports whether the profile runs component n.
+func (p Profile) Has(n Name) bool { return slices.Contains(profiles[p], n) }
+
+func profileNames() []string {
+	names := make([]string, 0, len(profiles))
+	for p := range profiles {
+		names = append(names, string(p))
+	}
+	slices.Sort(names)
+	return names
+}
