@@ -422,8 +422,8 @@ func waitReady(ctx context.Context, c *component, p *proc, timeout time.Duration
 
 // failure formats a start failure with the tail of the component's log.
 func (s *Stack) failure(c *component, err error) error {
-	if errors.Is(err, context.Canceled) {
-		return fmt.Errorf("%s: %w", c.name, err)
+	if errors.Is(err, context.Canceled) || errors.Is(err, ErrPrimaryFailedOver) {
+		return fmt.Errorf("%s: %w", c.name, err) // nothing in the log explains these
 	}
 	logPath := s.logPath(c.name)
 	return fmt.Errorf("%s: %w\n--- last lines of %s ---\n%s", c.name, err, logPath, logTail(logPath, 30))

@@ -133,7 +133,10 @@ func run() int {
 	sig := <-sigs
 	o.Logger.Info("temporal-dev stopping", "signal", sig.String())
 	signal.Stop(sigs) // a second signal kills the process the default way
-	srv.Stop()
+	if err := srv.Stop(); err != nil {
+		o.Logger.Error("temporal-dev stop failed", "error", err)
+		return 1
+	}
 	o.Logger.Info("temporal-dev stopped")
 	return 0
 }

@@ -220,12 +220,12 @@ func startDevServer(o options) (*devServer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := waitFrontend(ctx, frontendDial, o.Namespaces); err != nil {
-		ds.Stop()
+		_ = ds.Stop()
 		return nil, err
 	}
 	if ds.ui != nil {
 		if err := waitHTTP200(ctx, "http://"+net.JoinHostPort(dialableIP(o.IP), strconv.Itoa(o.UIPort))+"/"); err != nil {
-			ds.Stop()
+			_ = ds.Stop()
 			return nil, fmt.Errorf("UI: %w", err)
 		}
 	}
@@ -238,14 +238,15 @@ func (d *devServer) stopUI() {
 	}
 }
 
-func (d *devServer) Stop() {
-	// Shutdown makes the internal worker warn about polls failing; unless the
-	// user asked for info/debug logs, only show errors from here on.
+func (d *devServer) Stop() error {
+	// Shutdown makes the server's internal worker log failed polls (WARN) and
+	// canceled task-queue calls (ERROR). Unless info/debug logs were asked
+	// for, mute Temporal's own logs from here on; Stop's result is returned.
 	if d.logLevel.Level() >= slog.LevelWarn {
-		d.logLevel.Set(slog.LevelError)
+		d.logLevel.Set(slog.LevelError + 1)
 	}
 	d.stopUI()
-	_ = d.server.Stop()
+	return d.server.Stop()
 }
 
 // prepareDatabase creates the SQLite schema if the file is new and registers
