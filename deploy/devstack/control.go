@@ -128,10 +128,14 @@ func (c *Client) Env() Env { return c.env }
 func (c *Client) Dir() string { return c.env[EnvDir] }
 
 // Kill sends SIGKILL to a component, as a crash would.
-func (c *Client) Kill(ctx context.Context, n Name) error { return c.post(ctx, componentPath(n, ActionKill)) }
+func (c *Client) Kill(ctx context.Context, n Name) error {
+	return c.post(ctx, componentPath(n, ActionKill))
+}
 
 // Stop shuts a component down gracefully.
-func (c *Client) Stop(ctx context.Context, n Name) error { return c.post(ctx, componentPath(n, ActionStop)) }
+func (c *Client) Stop(ctx context.Context, n Name) error {
+	return c.post(ctx, componentPath(n, ActionStop))
+}
 
 // StartComponent starts a stopped component and waits until it is ready.
 func (c *Client) StartComponent(ctx context.Context, n Name) error {

@@ -32,17 +32,17 @@ func ParsePortMode(s string) (PortMode, error) {
 
 // Port names: the keys of ports.env, one per listening socket the launcher assigns.
 const (
-	portPGPrimary      = "pg-primary"
-	portPGStandby      = "pg-standby"
-	portRedis          = "redis"
-	portKafkaA         = "kafka-a"
-	portKafkaAControl  = "kafka-a-controller"
-	portKafkaB         = "kafka-b"
-	portKafkaBControl  = "kafka-b-controller"
-	portTemporal       = "temporal"
-	portTemporalUI     = "temporal-ui"
-	portControl        = "control"
-	fixedTemporalPort  = 7233
+	portPGPrimary       = "pg-primary"
+	portPGStandby       = "pg-standby"
+	portRedis           = "redis"
+	portKafkaA          = "kafka-a"
+	portKafkaAControl   = "kafka-a-controller"
+	portKafkaB          = "kafka-b"
+	portKafkaBControl   = "kafka-b-controller"
+	portTemporal        = "temporal"
+	portTemporalUI      = "temporal-ui"
+	portControl         = "control"
+	fixedTemporalPort   = 7233
 	fixedTemporalUIPort = 8233
 )
 

@@ -14,12 +14,12 @@ import (
 
 // Postgres roles and databases of the stack.
 const (
-	pgSuperuser     = "postgres"
-	pgAppUser       = "chatpoc"
-	pgReplicator    = "replicator"
-	pgInternalDB    = "internal"
-	pgExternalDB    = "external"
-	pgStandbySlot   = "devstack_standby"
+	pgSuperuser   = "postgres"
+	pgAppUser     = "chatpoc"
+	pgReplicator  = "replicator"
+	pgInternalDB  = "internal"
+	pgExternalDB  = "external"
+	pgStandbySlot = "devstack_standby"
 )
 
 // ErrPrimaryFailedOver reports an attempt to start the old primary after the

@@ -80,12 +80,12 @@ func produce(t *testing.T, bootstrap, topic, value string) {
 func consumeUntil(t *testing.T, bootstrap, topic, value string, deadline time.Duration) string {
 	t.Helper()
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers":           bootstrap,
-		"group.id":                    stacktest.UniqueName("smoke-group"),
-		"auto.offset.reset":           "earliest",
-		"isolation.level":             "read_committed",
+		"bootstrap.servers":                  bootstrap,
+		"group.id":                           stacktest.UniqueName("smoke-group"),
+		"auto.offset.reset":                  "earliest",
+		"isolation.level":                    "read_committed",
 		"topic.metadata.refresh.interval.ms": 1000, // the mirrored topic appears while we wait
-		"allow.auto.create.topics":    false,
+		"allow.auto.create.topics":           false,
 	})
 	if err != nil {
 		t.Fatal(err)
