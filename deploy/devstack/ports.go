@@ -76,7 +76,7 @@ func assignPorts(path string, names []string, mode PortMode) (map[string]int, er
 	for _, name := range names {
 		want, fixed := fixedPorts[name]
 		if mode != PortsFixed {
-			fixed = false
+			want, fixed = 0, false
 		}
 		if p, ok := saved[name]; ok && !fixed {
 			want = p

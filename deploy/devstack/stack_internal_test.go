@@ -83,9 +83,23 @@ func TestAssignPortsReusesSavedPortsAndRejectsBusyOnes(t *testing.T) {
 	}
 }
 
-func TestFixedPortsAreTheDocumentedOnes(t *testing.T) {
-	if fixedPorts[portTemporal] != 7233 || fixedPorts[portTemporalUI] != 8233 {
-		t.Fatalf("fixed ports %v", fixedPorts)
+func TestPortModes(t *testing.T) {
+	names := []string{portTemporal, portTemporalUI, portRedis}
+	fixed, err := assignPorts(filepath.Join(t.TempDir(), "ports.env"), names, PortsFixed)
+	if err != nil && !errors.Is(err, ErrPortInUse) { // 7233/8233 may be held by a `make run` stack
+		t.Fatal(err)
+	}
+	if err == nil && (fixed[portTemporal] != 7233 || fixed[portTemporalUI] != 8233) {
+		t.Errorf("fixed mode: %v, want Temporal on 7233 and its UI on 8233", fixed)
+	}
+	auto, err := assignPorts(filepath.Join(t.TempDir(), "ports.env"), names, PortsAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if p := auto[n]; p == 7233 || p == 8233 || p == 0 {
+			t.Errorf("auto mode gave %s port %d, want a free non-documented port", n, p)
+		}
 	}
 }
 
