@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,6 +188,11 @@ func TestKilledLauncherLeavesNothingRunning(t *testing.T) {
 		}
 	}
 	ports := readPorts(t, filepath.Join(dir, "ports.env"))
+	t.Cleanup(func() { // should the test fail, leave nothing behind either
+		for _, pid := range pids {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	})
 
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
