@@ -25,6 +25,9 @@ var kafkaFiles embed.FS
 // jvmArgs keep each JVM small and cheap to start on a 2-core machine.
 var jvmArgs = []string{"-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"}
 
+// kafkaJars names the Maven resolution step in progress output and its log (logs/kafka-jars.log).
+const kafkaJars Name = "kafka-jars"
+
 // Kafka main classes, from Apache Kafka's own launch scripts.
 const (
 	kafkaMain       = "kafka.Kafka"
@@ -163,9 +166,9 @@ func (s *Stack) kafkaLibs(ctx context.Context) (string, error) {
 	if err := os.WriteFile(pomPath, pom, 0o644); err != nil {
 		return "", err
 	}
-	s.progress.printf("%s  %-11s %-16s %s\n", time.Now().Format("15:04:05"), "kafka-jars", "resolving", "Apache Kafka jars with Maven (first time only)")
+	s.progress.line(kafkaJars, "resolving", "Apache Kafka's jars with Maven (first time only)")
 	began := time.Now()
-	if err := s.runLogged(ctx, "maven", root, nil, nil, s.tools.mvn,
+	if err := s.runLogged(ctx, kafkaJars, root, nil, nil, s.tools.mvn,
 		"-q", "-B", "-f", pomPath, "dependency:copy-dependencies",
 		"-DoutputDirectory="+libs, "-DincludeScope=runtime"); err != nil {
 		return "", fmt.Errorf("resolve Kafka jars: %w", err)
@@ -173,7 +176,7 @@ func (s *Stack) kafkaLibs(ctx context.Context) (string, error) {
 	if err := os.WriteFile(done, nil, 0o644); err != nil {
 		return "", err
 	}
-	s.progress.printf("%s  %-11s %-16s %s\n", time.Now().Format("15:04:05"), "kafka-jars", "resolved", fmt.Sprintf("in %s into %s", time.Since(began).Round(time.Second), libs))
+	s.progress.line(kafkaJars, "resolved", fmt.Sprintf("in %s into %s", time.Since(began).Round(time.Second), libs))
 	return libs, nil
 }
 

@@ -242,7 +242,10 @@ func (s *Stack) setup() error {
 
 	s.comps = map[Name]*component{}
 	for _, n := range s.opts.Profile.Components() {
-		c := s.newComponent(n)
+		c, err := s.newComponent(n)
+		if err != nil {
+			return err
+		}
 		for _, dep := range c.after {
 			if !s.opts.Profile.Has(dep) {
 				return fmt.Errorf("component %s needs %s, which profile %s lacks", n, dep, s.opts.Profile)
@@ -305,24 +308,24 @@ var componentPorts = map[Name][]string{
 	Temporal:  {portTemporal, portTemporalUI},
 }
 
-func (s *Stack) newComponent(n Name) *component {
+func (s *Stack) newComponent(n Name) (*component, error) {
 	switch n {
 	case PGPrimary:
-		return s.pgPrimary()
+		return s.pgPrimary(), nil
 	case PGStandby:
-		return s.pgStandby()
+		return s.pgStandby(), nil
 	case Redis:
-		return s.redis()
+		return s.redis(), nil
 	case KafkaA:
-		return s.kafka(n, portKafkaA, portKafkaAControl)
+		return s.kafka(n, portKafkaA, portKafkaAControl), nil
 	case KafkaB:
-		return s.kafka(n, portKafkaB, portKafkaBControl)
+		return s.kafka(n, portKafkaB, portKafkaBControl), nil
 	case MirrorMaker:
-		return s.mirrorMaker()
+		return s.mirrorMaker(), nil
 	case Temporal:
-		return s.temporal()
+		return s.temporal(), nil
 	}
-	panic("devstack: no component " + string(n)) // profiles only name the components above
+	return nil, fmt.Errorf("%w %q", ErrUnknownComponent, n)
 }
 
 func (s *Stack) start(ctx context.Context) error {

@@ -9,12 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"go.temporal.io/api/workflowservice/v1"
@@ -144,27 +141,4 @@ func hashSources(dir string) (string, error) {
 		h.Write(data)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
-}
-
-// runLogged runs a one-shot command to completion in dir (as user, when not
-// nil), appending its output to component n's log.
-func (s *Stack) runLogged(ctx context.Context, n Name, dir string, env []string, user *userIDs, path string, args ...string) error {
-	log, err := os.OpenFile(s.logPath(n), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-	fmt.Fprintf(log, "==== devstack: (in %s) %s %s\n", dir, path, strings.Join(args, " "))
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if user != nil {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: user.uid, Gid: user.gid}
-	}
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s: %w (see %s)", filepath.Base(path), err, s.logPath(n))
-	}
-	return nil
 }
