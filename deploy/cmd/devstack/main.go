@@ -13,6 +13,7 @@
 //	-dir DIR              state directory (default .devstack)
 //	-ports fixed|auto     fixed: Temporal 7233, its UI 8233 (default); auto: all free
 //	-fresh                delete the state directory's data first
+//	-no-restart           do not restart our services when they die unexpectedly
 package main
 
 import (
@@ -71,6 +72,7 @@ func runStack(ctx context.Context, log *slog.Logger, cmd string, args []string, 
 	dir := fs.String("dir", ".devstack", "state directory")
 	ports := fs.String("ports", string(devstack.PortsFixed), "fixed (Temporal 7233, UI 8233) or auto (all free)")
 	fresh := fs.Bool("fresh", false, "delete the state directory's data first")
+	noRestart := fs.Bool("no-restart", false, "do not restart services that die unexpectedly")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
@@ -90,7 +92,7 @@ func runStack(ctx context.Context, log *slog.Logger, cmd string, args []string, 
 	}
 
 	stack, err := devstack.Start(ctx, devstack.Options{
-		Dir: *dir, Profile: p, Ports: pm, Fresh: *fresh, Progress: stderr, Logger: log,
+		Dir: *dir, Profile: p, Ports: pm, Fresh: *fresh, NoRestart: *noRestart, Progress: stderr, Logger: log,
 	})
 	if err != nil {
 		return 1, err
