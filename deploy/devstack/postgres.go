@@ -12,6 +12,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// PGAppUser is the role our services connect as; it owns the internal and
+// external databases and may create databases (tests make a fresh one each).
+const PGAppUser = "chatpoc"
+
 // Postgres roles and databases of the stack.
 const (
 	pgSuperuser   = "postgres"

@@ -4,10 +4,16 @@
 package stacktest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/url"
 	"os"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/chatpoc/chat-poc/deploy/devstack"
 )
@@ -45,4 +51,42 @@ func UniqueName(prefix string) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// FreshDatabase creates an empty database on the shared stack's Postgres
+// primary, owned by the application role, drops it when the test ends, and
+// returns its DSN. Tests isolate themselves by database, not by server.
+func FreshDatabase(t testing.TB, c *devstack.Client) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, Env(t, c, devstack.EnvPGAdminDSN))
+	if err != nil {
+		t.Fatalf("connect to Postgres as admin: %v", err)
+	}
+	defer admin.Close(context.Background())
+	name := strings.ReplaceAll(UniqueName("test"), "-", "_")
+	ident := pgx.Identifier{name}.Sanitize()
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+ident+" OWNER "+pgx.Identifier{devstack.PGAppUser}.Sanitize()); err != nil {
+		t.Fatalf("create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		admin, err := pgx.Connect(ctx, Env(t, c, devstack.EnvPGAdminDSN))
+		if err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+			return
+		}
+		defer admin.Close(ctx)
+		if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(Env(t, c, devstack.EnvPGPrimaryDSN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
 }
