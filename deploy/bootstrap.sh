@@ -11,6 +11,9 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/pg_basebackup' >/dev/null || missing+=(postgresql)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# Browser tests drive Debian's real Chromium; fonts-liberation is only a
+# "Recommends" of it, and screenshots need readable fonts.
+command -v chromium >/dev/null || missing+=(chromium fonts-liberation)
 
 if ((${#missing[@]})); then
 	if [[ $(id -u) -ne 0 ]]; then

@@ -42,6 +42,7 @@ const (
 	portTemporal        = "temporal"
 	portTemporalUI      = "temporal-ui"
 	portControl         = "control"
+	portExternal        = "external"
 	fixedTemporalPort   = 7233
 	fixedTemporalUIPort = 8233
 )
@@ -50,6 +51,7 @@ const (
 var fixedPorts = map[string]int{
 	portTemporal:   fixedTemporalPort,
 	portTemporalUI: fixedTemporalUIPort,
+	portExternal:   fixedExternalPort,
 }
 
 // ErrPortInUse reports that a port the stack needs is taken by another process.

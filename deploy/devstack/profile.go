@@ -33,8 +33,8 @@ const (
 )
 
 var profiles = map[Profile][]Name{
-	ProfileSingle: {PGPrimary, Redis, KafkaA, Temporal},
-	ProfileGeo:    {PGPrimary, PGStandby, Redis, KafkaA, KafkaB, MirrorMaker, Temporal},
+	ProfileSingle: {PGPrimary, Redis, KafkaA, Temporal, External},
+	ProfileGeo:    {PGPrimary, PGStandby, Redis, KafkaA, KafkaB, MirrorMaker, Temporal, External},
 }
 
 // ParseProfile returns the profile named s, or an error listing the valid ones.

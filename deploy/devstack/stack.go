@@ -63,7 +63,8 @@ type Options struct {
 // backoff (restartBackoffMin doubling to restartBackoffMax), and that is logged.
 type Service struct {
 	Name     Name
-	Path     string   // executable
+	Path     string   // executable (or Build)
+	Build    string   // instead of Path: a main package of this checkout to build, e.g. ./apps/external
 	Args     []string // arguments
 	Env      []string // KEY=VALUE on top of the launcher's environment and stack.env
 	After    []Name   // components that must be ready first (default: all infrastructure)
@@ -278,14 +279,24 @@ func (s *Stack) newService(svc Service, infra []Name) *component {
 	if after == nil {
 		after = infra
 	}
+	path := svc.Path
 	return &component{
 		name:    svc.Name,
 		after:   after,
 		service: true,
 		addr:    svc.ReadyURL,
-		prepare: func(context.Context) error { return mkdirs(s.dataDir(svc.Name)) },
+		prepare: func(ctx context.Context) error {
+			if svc.Build != "" {
+				bin, err := s.buildService(ctx, svc.Name, svc.Build)
+				if err != nil {
+					return err
+				}
+				path = bin
+			}
+			return mkdirs(s.dataDir(svc.Name))
+		},
 		spec: func() procSpec {
-			spec := s.baseSpec(svc.Name, svc.Path, svc.Args...)
+			spec := s.baseSpec(svc.Name, path, svc.Args...)
 			spec.env = append(s.Env().Environ(), svc.Env...)
 			return spec
 		},
@@ -306,6 +317,7 @@ var componentPorts = map[Name][]string{
 	KafkaA:    {portKafkaA, portKafkaAControl},
 	KafkaB:    {portKafkaB, portKafkaBControl},
 	Temporal:  {portTemporal, portTemporalUI},
+	External:  {portExternal},
 }
 
 func (s *Stack) newComponent(n Name) (*component, error) {
@@ -324,6 +336,8 @@ func (s *Stack) newComponent(n Name) (*component, error) {
 		return s.mirrorMaker(), nil
 	case Temporal:
 		return s.temporal(), nil
+	case External:
+		return s.external(), nil
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownComponent, n)
 }
@@ -443,7 +457,6 @@ func (s *Stack) watch(n Name, p *proc) {
 		return
 	}
 	s.progress.line(n, "EXITED", exitString(p.err)+"; log: "+s.logPath(n))
-	s.opts.Logger.Error("component exited unexpectedly", "component", n, "err", exitString(p.err))
 	c := s.comps[n]
 	if !c.service || s.opts.NoRestart {
 		return
@@ -494,6 +507,9 @@ func (s *Stack) Env() Env {
 			env[EnvKafkaABootstrap] = hostPort(s.ports[portKafkaA])
 		case KafkaB:
 			env[EnvKafkaBBootstrap] = hostPort(s.ports[portKafkaB])
+		case External:
+			env[EnvExternalURL] = "http://" + hostPort(s.ports[portExternal])
+			env[EnvExternalAdminToken] = s.secrets.externalAdmin
 		case Temporal:
 			env[EnvTemporalAddress] = hostPort(s.ports[portTemporal])
 			env[EnvTemporalNamespace] = temporalNamespace

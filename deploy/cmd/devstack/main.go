@@ -136,6 +136,7 @@ func execWith(ctx context.Context, stack *devstack.Stack, argv []string, stdout,
 func printURLs(w io.Writer, stack *devstack.Stack) {
 	env := stack.Env()
 	rows := []struct{ label, key string }{
+		{"External UI", devstack.EnvExternalURL},
 		{"Temporal UI", devstack.EnvTemporalUIURL},
 		{"Temporal", devstack.EnvTemporalAddress},
 		{"Kafka a", devstack.EnvKafkaABootstrap},
@@ -147,6 +148,8 @@ func printURLs(w io.Writer, stack *devstack.Stack) {
 	fmt.Fprintln(w)
 	for _, r := range rows {
 		if v := env[r.key]; v != "" {
+			// People open the UIs as localhost, the name the Origin checks expect.
+			v = strings.Replace(v, "http://127.0.0.1:", "http://localhost:", 1)
 			fmt.Fprintf(w, "  %-18s %s\n", r.label, v)
 		}
 	}

@@ -1,0 +1,132 @@
+// Command external is the simulated third-party chat service: the REST API,
+// WebSocket and browser UI of the original external service, a pollable
+// change feed, and fault injection. Configuration is read from the
+// environment (see Config).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chatpoc/chat-poc/apps/external/api"
+	"github.com/chatpoc/chat-poc/apps/external/store"
+	"github.com/chatpoc/chat-poc/apps/external/web"
+	"github.com/chatpoc/chat-poc/internal/envconfig"
+)
+
+// Config is the service's configuration, read from these environment variables.
+type Config struct {
+	ListenAddr     string        `env:"EXTERNAL_LISTEN_ADDR" default:"127.0.0.1:30001" doc:"host:port to serve HTTP and WebSocket on"`
+	DSN            string        `env:"PG_EXTERNAL_DSN" required:"true" secret:"true" doc:"Postgres DSN of the external database (its own, not the internal system's)"`
+	AllowedOrigins []string      `env:"EXTERNAL_ALLOWED_ORIGINS" doc:"extra Origin host patterns allowed to open /ws, comma-separated (e.g. localhost:*); same-origin is always allowed"`
+	AdminToken     string        `env:"EXTERNAL_ADMIN_TOKEN" secret:"true" doc:"bearer token that enables /admin/faults; empty disables fault injection at run time"`
+	Faults         string        `env:"EXTERNAL_FAULTS" doc:"faults injected from the start, as the JSON body of PUT /admin/faults"`
+	FeedRetention  time.Duration `env:"EXTERNAL_FEED_RETENTION" default:"168h" doc:"how long the change feed keeps changes; older cursors get 410"`
+	LogLevel       string        `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error"`
+}
+
+// shutdownTimeout bounds draining requests on SIGTERM; long-polls are cut short.
+const shutdownTimeout = 10 * time.Second
+
+// pruneInterval is how often feed entries past retention are deleted.
+const pruneInterval = time.Hour
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if err := run(ctx, log); err != nil {
+		log.Error("external stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger) error {
+	var cfg Config
+	if err := envconfig.Load(&cfg); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("configuration: LOG_LEVEL=%q: %w", cfg.LogLevel, err)
+	}
+	log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", "external")
+	var faults api.Faults
+	if cfg.Faults != "" {
+		if err := json.Unmarshal([]byte(cfg.Faults), &faults); err != nil {
+			return fmt.Errorf("configuration: EXTERNAL_FAULTS: %w", err)
+		}
+	}
+	log.Info("starting", "config", envconfig.LogValue(cfg))
+
+	pool, err := pgxpool.New(ctx, cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("connect to Postgres: %w", err)
+	}
+	defer pool.Close()
+	if err := store.Migrate(ctx, pool); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	st := store.New(pool, store.Options{Retention: cfg.FeedRetention})
+	defer st.Close()
+
+	srv := api.New(st, web.FS(), api.Config{
+		AllowedOrigins: cfg.AllowedOrigins, AdminToken: cfg.AdminToken, Faults: faults, Ping: pool.Ping,
+	}, log)
+	httpSrv := &http.Server{
+		Addr:              cfg.ListenAddr,
+		Handler:           srv,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Long-polls last up to 30s; WebSocket connections are hijacked and
+		// not subject to this.
+		WriteTimeout: 45 * time.Second,
+		IdleTimeout:  2 * time.Minute,
+		BaseContext:  func(net.Listener) context.Context { return ctx },
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		log.Info("serving", "addr", cfg.ListenAddr)
+		if err := httpSrv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), shutdownTimeout)
+		defer cancel()
+		log.Info("shutting down")
+		return httpSrv.Shutdown(shutCtx)
+	})
+	g.Go(func() error {
+		tick := time.NewTicker(pruneInterval)
+		defer tick.Stop()
+		for {
+			if n, err := st.Prune(gctx); err != nil && gctx.Err() == nil {
+				log.Error("prune change feed", "err", err)
+			} else if n > 0 {
+				log.Info("pruned change feed", "deleted", n)
+			}
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+	})
+	return g.Wait()
+}
