@@ -249,12 +249,19 @@ func (s *Server) createMessage(c echo.Context) error {
 	return c.JSON(http.StatusCreated, msg)
 }
 
-func (s *Server) updateMessage(c echo.Context) error {
-	chatID, err := uuidParam(c, "chatId")
-	if err != nil {
-		return err
+// messageParams returns the :chatId and :messageId path parameters.
+func messageParams(c echo.Context) (chatID, msgID string, err error) {
+	if chatID, err = uuidParam(c, "chatId"); err != nil {
+		return "", "", err
 	}
-	msgID, err := uuidParam(c, "messageId")
+	if msgID, err = uuidParam(c, "messageId"); err != nil {
+		return "", "", err
+	}
+	return chatID, msgID, nil
+}
+
+func (s *Server) updateMessage(c echo.Context) error {
+	chatID, msgID, err := messageParams(c)
 	if err != nil {
 		return err
 	}
@@ -271,11 +278,7 @@ func (s *Server) updateMessage(c echo.Context) error {
 }
 
 func (s *Server) deleteMessage(c echo.Context) error {
-	chatID, err := uuidParam(c, "chatId")
-	if err != nil {
-		return err
-	}
-	msgID, err := uuidParam(c, "messageId")
+	chatID, msgID, err := messageParams(c)
 	if err != nil {
 		return err
 	}
