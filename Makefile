@@ -8,7 +8,7 @@ DEVSTACK := bin/devstack
 TEST_STACK := -profile geo -dir .devstack-test -ports auto -fresh
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: run test bootstrap build vet clean
+.PHONY: run test bench bootstrap build vet clean
 
 ## run: start the whole geo stack on loopback, print the URLs; Ctrl-C stops everything.
 run: bootstrap build
@@ -17,6 +17,11 @@ run: bootstrap build
 ## test: the whole suite against real servers (one shared geo stack for all packages).
 test: bootstrap build vet
 	DEVSTACK_BIN=$(abspath $(DEVSTACK)) $(DEVSTACK) exec $(TEST_STACK) -- $(GO) test $(GOTEST_FLAGS) ./...
+
+## bench: benchmarks against a real stack (single profile, its own state); figures go to BENCHMARKS.md.
+BENCH_STACK := -profile single -dir .devstack-bench -ports auto -fresh
+bench: bootstrap build
+	$(DEVSTACK) exec $(BENCH_STACK) -- $(GO) test -run '^$$' -bench . -benchtime 200x -count 1 ./apps/external/
 
 ## bootstrap: install what a fresh machine lacks (idempotent; a second run downloads nothing).
 bootstrap:
@@ -31,4 +36,4 @@ vet:
 
 ## clean: remove local stack state and binaries (caches under ~/.cache/chat-poc stay).
 clean:
-	rm -rf .devstack .devstack-test bin
+	rm -rf .devstack .devstack-test .devstack-bench bin

@@ -127,6 +127,7 @@ func TestRESTStatusCodes(t *testing.T) {
 		{"message with invalid JSON", http.MethodPost, "/chat/" + chat, `{"content":`, http.StatusBadRequest},
 		{"message body too large", http.MethodPost, "/chat/" + chat, big, http.StatusRequestEntityTooLarge},
 		{"message content too long", http.MethodPost, "/chat/" + chat, long, http.StatusBadRequest},
+		{"message with a NUL character", http.MethodPost, "/chat/" + chat, `{"content":"a\u0000b"}`, http.StatusBadRequest},
 		{"empty message is allowed", http.MethodPost, "/chat/" + chat, map[string]string{"content": ""}, http.StatusCreated},
 		{"edit message", http.MethodPut, "/chat/" + chat + "/message/" + msg.ID, map[string]string{"content": "hello again"}, http.StatusOK},
 		{"edit message of another chat", http.MethodPut, "/chat/" + other + "/message/" + msg.ID, map[string]string{"content": "x"}, http.StatusNotFound},

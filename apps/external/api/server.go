@@ -153,6 +153,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 		}
 	case errors.Is(err, store.ErrNotFound):
 		status, body.Error = http.StatusNotFound, "not found"
+	case errors.Is(err, store.ErrBadContent):
+		status, body.Error = http.StatusBadRequest, "content must be valid UTF-8 without NUL characters"
+	case errors.Is(err, store.ErrClosed):
+		status, body.Error = http.StatusServiceUnavailable, "shutting down; retry"
 	case errors.Is(err, store.ErrBadCursor):
 		status, body = http.StatusBadRequest, apiError{Error: "malformed cursor: restart from a cursor the feed returned, or from none", Code: "bad_cursor"}
 	case errors.Is(err, store.ErrCursorExpired):

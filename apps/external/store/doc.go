@@ -8,11 +8,15 @@
 // appends its change to the feed table. Writes that touch an existing chat
 // (new, edited or deleted messages, deleting the chat) first take a
 // transaction-scoped advisory lock on the chat, before they are assigned a
-// transaction ID. Within one chat, writes are therefore serialized, and
-// lock order, transaction-ID order, version order and commit order agree. A
-// change's Version comes from one database sequence, drawn under that lock:
-// it is unique across the service and increases, in feed order, across all
-// changes of one chat and so of each of its messages.
+// transaction ID (the lock and the statements are pipelined, so the lock is
+// held for one round trip and the commit). Within one chat, writes are
+// therefore serialized, and lock order, transaction-ID order, version order,
+// commit order and feed order agree. A change's Version comes from one database
+// sequence, drawn under that lock: it is unique across the service and
+// increases, in feed order, across all changes of one chat and so of each of
+// its messages. (Row locks alone would not do: a transaction is assigned its ID
+// when it first tries to write, before it waits for another's row lock, so the
+// waiter could get the lower ID and the higher version.)
 //
 // DeleteChat soft-deletes the chat and every message of it that is not
 // deleted yet, in one transaction, and appends one message.deleted change per
@@ -44,11 +48,13 @@
 // # Retention
 //
 // Prune deletes a prefix of the feed in (xid, seq) order: rows older than the
-// retention, below the horizon, up to the first row that is not both. It
-// records the position of the newest deleted row (the watermark). A cursor
-// below the watermark has lost rows and gets ErrCursorExpired; an empty cursor
-// starts after the watermark, at the oldest retained row. Rows committed later
-// always sort above the watermark, because the watermark is below the horizon.
+// retention, below the horizon, up to the first row that is not both, in
+// batches that are each a short transaction (a running transaction holds the
+// horizon back, so one long delete would stall the feed). It records the
+// position of the newest deleted row (the watermark). A cursor below the
+// watermark has lost rows and gets ErrCursorExpired; an empty cursor starts
+// after the watermark, at the oldest retained row. Rows committed later always
+// sort above the watermark, because the watermark is below the horizon.
 //
 // # Cursors
 //
@@ -62,12 +68,24 @@
 // # Waiting
 //
 // One goroutine per Store keeps the feed's head (the newest position below the
-// horizon) in memory and re-reads it whenever a write of this Store finishes
-// (commit or rollback: a rollback can move the horizon too), whenever a
-// Postgres notification says that another process committed changes (a
-// statement trigger on the feed table calls pg_notify; one dedicated LISTEN
-// connection per Store receives them), and on a fallback tick for anything
-// else that moves the horizon (a foreign transaction ending, a lost
-// notification). Waiters compare their cursor with that head and sleep on a
-// channel that is closed when the head moves: many waiters cost no queries.
+// horizon) in memory. Waiters compare their cursor with it and sleep on a
+// channel that is closed when it moves, so a thousand waiters cost no more
+// queries than one. The head is re-read:
+//   - when a write of this Store ends, committed or rolled back (a rollback
+//     can move the horizon too);
+//   - when another process's Store wrote: each Store sends pg_notify after its
+//     writes (one at a time, coalescing the writes that end meanwhile) and
+//     listens on one dedicated connection taken out of the pool;
+//   - every few milliseconds (2 ms doubling to 64 ms) while committed changes
+//     wait behind the horizon, because nothing announces the end of the
+//     transaction holding it back, which may belong to anything on the
+//     Postgres cluster;
+//   - on a fallback tick (250 ms by default), for anything else, such as a
+//     process that died between its commit and its notification.
+//
+// The notification is sent after the commit rather than from inside the
+// write transaction: a transaction that notifies holds a database-wide lock
+// from before its commit until its commit record is flushed, which
+// serialized the writers' WAL flushes and cost about a third of the write
+// throughput.
 package store

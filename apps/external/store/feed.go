@@ -103,7 +103,7 @@ ORDER BY c.xid, c.seq`
 func (s *Store) Changes(ctx context.Context, cursor string, limit int) ([]Change, string, error) {
 	after, err := decodeCursor(cursor)
 	if err != nil {
-		return nil, "", fmt.Errorf("read changes after cursor %q: %w", cursor, err)
+		return nil, "", fmt.Errorf("read changes: %w", err) // the cursor is arbitrary input: not logged
 	}
 	if limit <= 0 {
 		limit = DefaultChangesLimit
@@ -115,7 +115,7 @@ func (s *Store) Changes(ctx context.Context, cursor string, limit int) ([]Change
 	}
 	defer rows.Close()
 	var (
-		changes   []Change
+		changes   = []Change{}
 		last      position
 		watermark position
 		horizon   uint64
@@ -166,14 +166,20 @@ func (s *Store) Changes(ctx context.Context, cursor string, limit int) ([]Change
 	case !after.isZero() && after.less(watermark):
 		return nil, "", fmt.Errorf("read changes after cursor %q: %w", cursor, ErrCursorExpired)
 	case len(changes) == 0:
-		return nil, cursor, nil
+		return changes, cursor, nil
 	}
 	return changes, encodeCursor(last), nil
 }
 
-// pruneSQL deletes the prefix of the feed, in (xid, seq) order, whose rows
-// are all older than the retention ($1 microseconds) and below the horizon,
-// and moves the watermark to the newest row deleted.
+// pruneBatch is how many feed rows one Prune statement deletes at most. Each
+// statement is its own transaction, and a transaction holds the horizon back
+// while it runs: many short ones delay the feed by milliseconds, one long one
+// would stall it for as long as it takes.
+const pruneBatch = 5000
+
+// pruneSQL deletes the first $2 rows of the prefix of the feed, in (xid, seq)
+// order, whose rows are all older than the retention ($1 microseconds) and
+// below the horizon, and moves the watermark to the newest row deleted.
 const pruneSQL = `
 WITH h AS MATERIALIZED (
     SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
@@ -183,10 +189,15 @@ WITH h AS MATERIALIZED (
     WHERE c.xid >= h.xmin OR c.at >= h.cutoff
     ORDER BY c.xid, c.seq
     LIMIT 1
-), del AS (
-    DELETE FROM changes c USING h
+), victims AS MATERIALIZED (
+    SELECT c.xid, c.seq FROM changes c, h
     WHERE c.xid < h.xmin AND c.at < h.cutoff
       AND NOT EXISTS (SELECT 1 FROM stop WHERE (c.xid, c.seq) >= (stop.xid, stop.seq))
+    ORDER BY c.xid, c.seq
+    LIMIT $2
+), del AS (
+    DELETE FROM changes c USING victims v
+    WHERE c.xid = v.xid AND c.seq = v.seq
     RETURNING c.xid, c.seq
 ), last AS (
     SELECT xid, seq FROM del ORDER BY xid DESC, seq DESC LIMIT 1
@@ -198,20 +209,29 @@ WITH h AS MATERIALIZED (
 SELECT count(*) FROM del`
 
 // Prune deletes the feed entries older than the retention and returns how
-// many it deleted. Cursors that point before a deleted entry expire. An entry
-// older than the retention can outlive it while an older-by-position entry
-// is younger (a long transaction's entries) or while the horizon is held
-// back; the next Prune deletes it.
+// many it deleted. Cursors that point before a deleted entry expire. It
+// deletes a prefix of the feed, so an entry older than the retention that
+// follows a younger one (the younger written by a long transaction) waits
+// for the next Prune, as do entries still behind the horizon.
 func (s *Store) Prune(ctx context.Context) (int64, error) {
-	var n int64
-	if err := s.pool.QueryRow(ctx, pruneSQL, s.opts.Retention.Microseconds()).Scan(&n); err != nil {
-		s.signal()
-		return 0, fmt.Errorf("prune changes older than %s: %w", s.opts.Retention, err)
+	var total int64
+	defer func() {
+		// The watermark moved: this Store's waiters with expired cursors
+		// learn it before Prune returns; other Stores at their next tick.
+		if total > 0 {
+			if _, _, err := s.refresh(ctx); err != nil {
+				s.signal()
+			}
+		}
+	}()
+	for {
+		var n int64
+		if err := s.pool.QueryRow(ctx, pruneSQL, s.opts.Retention.Microseconds(), pruneBatch).Scan(&n); err != nil {
+			return total, fmt.Errorf("prune changes older than %s: %w", s.opts.Retention, err)
+		}
+		total += n
+		if n < pruneBatch {
+			return total, nil
+		}
 	}
-	// The watermark moved: this Store's waiters with expired cursors learn it
-	// before Prune returns; other Stores on the database at their next tick.
-	if _, _, err := s.refresh(ctx); err != nil {
-		s.signal()
-	}
-	return n, nil
 }

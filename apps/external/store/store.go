@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -25,6 +27,10 @@ var ErrBadCursor = errors.New("malformed cursor")
 // after it were pruned.
 var ErrCursorExpired = errors.New("cursor expired")
 
+// ErrBadContent reports message content that Postgres cannot store as text:
+// invalid UTF-8 or a NUL character.
+var ErrBadContent = errors.New("content must be UTF-8 text without NUL characters")
+
 // ErrClosed is returned by Wait once the Store is closed.
 var ErrClosed = errors.New("store closed")
 
@@ -33,9 +39,9 @@ var ErrClosed = errors.New("store closed")
 const DefaultRetention = 7 * 24 * time.Hour
 
 // DefaultFallbackInterval is how often the feed head is re-read without a
-// wake-up when Options.FallbackInterval is zero. It bounds how long Wait
-// sleeps after something no notification reports, such as a foreign
-// transaction that held the horizon back ending.
+// wake-up when Options.FallbackInterval is zero. It is the safety net for
+// changes nobody announced, such as those of a process that died between its
+// commit and its notification.
 const DefaultFallbackInterval = 250 * time.Millisecond
 
 // Options configures a Store. The zero value is ready to use.
@@ -43,8 +49,8 @@ type Options struct {
 	// Retention is the minimum age of the feed entries Prune deletes;
 	// DefaultRetention when zero.
 	Retention time.Duration
-	// FallbackInterval is how often Wait's feed head is re-read without a
-	// wake-up; DefaultFallbackInterval when zero.
+	// FallbackInterval is how often the feed head Wait compares with is
+	// re-read without a wake-up; DefaultFallbackInterval when zero.
 	FallbackInterval time.Duration
 	// Logger receives the background listener's and refresher's errors;
 	// discarded when nil.
@@ -156,9 +162,18 @@ func (s *Store) Close() {
 func parseID(kind, id string) (uuid.UUID, error) {
 	u, err := uuid.Parse(id)
 	if err != nil {
-		return uuid.UUID{}, fmt.Errorf("%s ID %q is not a UUID: %w", kind, id, ErrNotFound)
+		return uuid.UUID{}, fmt.Errorf("%s ID is not a UUID: %w", kind, ErrNotFound) // arbitrary input: not logged
 	}
 	return u, nil
+}
+
+// checkContent rejects content that a text column cannot hold, before it can
+// fail a write transaction.
+func checkContent(content string) error {
+	if !utf8.ValidString(content) || strings.ContainsRune(content, 0) {
+		return ErrBadContent
+	}
+	return nil
 }
 
 // lockChatSQL takes a chat's write lock for the rest of the transaction. It
@@ -170,25 +185,26 @@ func parseID(kind, id string) (uuid.UUID, error) {
 const lockChatSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))`
 
 // write runs the statements fill queues in one READ COMMITTED transaction,
-// after taking chatID's write lock unless chatID is the zero UUID, all in one
-// pipeline: the lock is held for the statements and the commit, not for
-// network round trips. Afterwards, committed or not, it wakes the feed
-// refresher and the notifier.
+// after taking chatID's write lock unless chatID is the zero UUID. The lock
+// and the statements go in one pipeline, so the lock is held for one round
+// trip and the commit. A callback of fill that returns an error (ErrNotFound)
+// rolls the transaction back. Afterwards, committed or not, write wakes the
+// feed refresher and the notifier.
 //
-// A callback of fill that returns an error (ErrNotFound) does not stop the
-// COMMIT: the statements are written so that a miss changes nothing. A
-// statement that fails aborts the transaction; the pool then discards the
-// connection, which is left in the aborted transaction.
+// COMMIT is sent only after the statements' results arrived: if ctx ends
+// while the write waits for its chat's lock, the connection is closed and
+// the server rolls the transaction back instead of committing a write whose
+// caller has gone.
 func (s *Store) write(ctx context.Context, chatID uuid.UUID, fill func(*pgx.Batch)) error {
 	defer s.written()
-	b := &pgx.Batch{}
-	b.Queue(`BEGIN ISOLATION LEVEL READ COMMITTED`)
-	if chatID != (uuid.UUID{}) {
-		b.Queue(lockChatSQL, chatID.String())
-	}
-	fill(b)
-	b.Queue(`COMMIT`)
-	return s.pool.SendBatch(ctx, b).Close()
+	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		if chatID != (uuid.UUID{}) {
+			b.Queue(lockChatSQL, chatID.String())
+		}
+		fill(b)
+		return tx.SendBatch(ctx, b).Close()
+	})
 }
 
 // ChatIDs returns the IDs of the chats that are not deleted, oldest first.
@@ -197,7 +213,7 @@ func (s *Store) ChatIDs(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list chats: %w", err)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	ids, err := pgx.AppendRows([]string{}, rows, pgx.RowTo[string])
 	if err != nil {
 		return nil, fmt.Errorf("list chats: %w", err)
 	}
@@ -318,7 +334,6 @@ func (s *Store) Messages(ctx context.Context, chatID string) ([]Message, error) 
 	for rows.Next() {
 		found = true
 		var (
-			m                    Message
 			mid, cid, content    *string
 			createdAt, updatedAt *time.Time
 			isDeleted            *bool
@@ -330,9 +345,8 @@ func (s *Store) Messages(ctx context.Context, chatID string) ([]Message, error) 
 		if mid == nil { // the chat without messages
 			continue
 		}
-		m = Message{ID: *mid, ChatID: *cid, Content: *content, CreatedAt: *createdAt,
-			UpdatedAt: *updatedAt, IsDeleted: *isDeleted, Version: *version}
-		msgs = append(msgs, m)
+		msgs = append(msgs, Message{ID: *mid, ChatID: *cid, Content: *content, CreatedAt: *createdAt,
+			UpdatedAt: *updatedAt, IsDeleted: *isDeleted, Version: *version})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list messages of chat %s: %w", chatID, err)
@@ -369,11 +383,15 @@ WITH m AS (
 SELECT ` + messageColumns + ` FROM m`
 
 // CreateMessage adds a message to a chat and appends its message.created
-// change. It returns ErrNotFound when the chat does not exist or is deleted.
+// change. It returns ErrNotFound when the chat does not exist or is deleted,
+// ErrBadContent for content that is not text.
 func (s *Store) CreateMessage(ctx context.Context, chatID, content string) (Message, error) {
 	cid, err := parseID("chat", chatID)
 	if err != nil {
 		return Message{}, fmt.Errorf("create message: %w", err)
+	}
+	if err := checkContent(content); err != nil {
+		return Message{}, fmt.Errorf("create message in chat %s: %w", chatID, err)
 	}
 	id := uuid.New()
 	var m Message
@@ -416,6 +434,11 @@ func (s *Store) changeMessage(ctx context.Context, chatID, messageID string, con
 	if err != nil {
 		return Message{}, err
 	}
+	if content != nil {
+		if err := checkContent(*content); err != nil {
+			return Message{}, err
+		}
+	}
 	kind, deleted := KindMessageUpdated, false
 	if content == nil {
 		kind, deleted = KindMessageDeleted, true
@@ -433,7 +456,8 @@ func (s *Store) changeMessage(ctx context.Context, chatID, messageID string, con
 
 // UpdateMessage replaces a message's content and appends its message.updated
 // change. It returns ErrNotFound when the chat/message pair does not exist or
-// the message (or its chat) is deleted.
+// the message (or its chat) is deleted, ErrBadContent for content that is not
+// text.
 func (s *Store) UpdateMessage(ctx context.Context, chatID, messageID, content string) (Message, error) {
 	m, err := s.changeMessage(ctx, chatID, messageID, &content)
 	if err != nil {

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -283,6 +284,33 @@ func TestNotFound(t *testing.T) {
 	}
 	if msgs, err := s.Messages(ctx, chat.ID); err != nil || !equalMessage(msgs[0], msg) {
 		t.Errorf("message after the misses = %+v, %v; want %+v", msgs, err, msg)
+	}
+}
+
+func TestContentThatIsNotTextIsRejected(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, store.Options{})
+	ctx := t.Context()
+	chat, err := s.CreateChat(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.CreateMessage(ctx, chat.ID, "fine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"NUL": "a\x00b", "invalid UTF-8": "a\xffb"} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := s.CreateMessage(ctx, chat.ID, content); !errors.Is(err, store.ErrBadContent) {
+				t.Errorf("CreateMessage err = %v, want ErrBadContent", err)
+			}
+			if _, err := s.UpdateMessage(ctx, chat.ID, m.ID, content); !errors.Is(err, store.ErrBadContent) {
+				t.Errorf("UpdateMessage err = %v, want ErrBadContent", err)
+			}
+		})
+	}
+	if msgs, err := s.Messages(ctx, chat.ID); err != nil || len(msgs) != 1 || !equalMessage(msgs[0], m) {
+		t.Fatalf("messages after rejected writes = %+v, %v; want only the first, unchanged", msgs, err)
 	}
 }
 

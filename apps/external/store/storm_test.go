@@ -207,18 +207,24 @@ func TestFeedDeliversEveryCommittedChangeExactlyOnce(t *testing.T) {
 		ops      = 2000
 		pageSize = 7
 	)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	s, pool := openStore(t, freshDSN(t), writers+4, store.Options{})
 
 	var (
-		writersDone atomic.Bool
+		// total is the number of feed rows once the writers are done (-1
+		// before): the poller drains until it has seen that many. A skipped
+		// change never arrives, so the poller then runs into ctx's deadline
+		// and the test fails instead of stopping early on a quiet spell.
+		total       atomic.Int64
 		stream      []store.Change
+		firstCursor string // after the first non-empty page
 		pages       int
 		waits       int
 		pollErr     error
 		polled      = make(chan struct{})
 	)
+	total.Store(-1)
 	go func() { // the poller
 		defer close(polled)
 		cursor := ""
@@ -230,25 +236,21 @@ func TestFeedDeliversEveryCommittedChangeExactlyOnce(t *testing.T) {
 			}
 			pages++
 			stream, cursor = append(stream, page...), next
+			if firstCursor == "" {
+				firstCursor = next
+			}
+			if n := total.Load(); n >= 0 && int64(len(stream)) >= n {
+				return
+			}
 			if len(page) > 0 {
 				continue
 			}
-			// Drained once the writers are done and nothing arrives for a
-			// while (a skipped change would never arrive: the count
-			// comparison below catches it).
-			done := writersDone.Load()
-			wait := 5 * time.Second
-			if done {
-				wait = time.Second
-			}
-			waitCtx, cancelWait := context.WithTimeout(ctx, wait)
+			// Wake at least every second to look at total again.
+			waitCtx, cancelWait := context.WithTimeout(ctx, time.Second)
 			err = s.Wait(waitCtx, cursor)
 			cancelWait()
 			waits++
-			switch {
-			case errors.Is(err, context.DeadlineExceeded) && done:
-				return
-			case err != nil && !errors.Is(err, context.DeadlineExceeded):
+			if err != nil && (!errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil) {
 				pollErr = err
 				return
 			}
@@ -269,7 +271,11 @@ func TestFeedDeliversEveryCommittedChangeExactlyOnce(t *testing.T) {
 	}
 	wg.Wait()
 	writeTime := time.Since(start)
-	writersDone.Store(true)
+	var feedRows int64
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM changes").Scan(&feedRows); err != nil {
+		t.Fatal(err)
+	}
+	total.Store(feedRows)
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("writer %d: %v", i, err)
@@ -442,10 +448,26 @@ func TestFeedDeliversEveryCommittedChangeExactlyOnce(t *testing.T) {
 		}
 	}
 
+	// 5. Pruning all of it (in batches) expires the poller's first cursor
+	// and leaves an empty feed.
+	pruner := store.New(pool, store.Options{Retention: time.Microsecond})
+	defer pruner.Close()
+	pruneStart := time.Now()
+	if n, err := pruner.Prune(ctx); err != nil || n != int64(len(table)) {
+		t.Fatalf("Prune of the whole feed = %d, %v; want %d", n, err, len(table))
+	}
+	pruneTime := time.Since(pruneStart)
+	if _, _, err := s.Changes(ctx, firstCursor, pageSize); !errors.Is(err, store.ErrCursorExpired) {
+		t.Errorf("Changes with the first cursor after pruning everything: %v, want ErrCursorExpired", err)
+	}
+	if page, next, err := s.Changes(ctx, "", pageSize); err != nil || len(page) != 0 || next != "" {
+		t.Errorf("Changes from the beginning after pruning everything = %d changes, %q, %v", len(page), next, err)
+	}
+
 	t.Logf("%d writers × %d ops in %v (%.0f ops/s): %d acknowledged, %d missed (target deleted first), "+
 		"%d cascaded deletes; feed %d changes, %d chats, %d messages",
 		writers, ops, writeTime.Round(time.Millisecond), float64(writers*ops)/writeTime.Seconds(),
 		totalAcks, totalMisses, cascaded, len(table), len(chats), len(msgs))
-	t.Logf("poller: %d pages of ≤%d, %d waits, drained %v after the last write",
-		pages, pageSize, waits, drainTime.Round(time.Millisecond))
+	t.Logf("poller: %d pages of ≤%d, %d waits, drained %v after the last write; pruned all in %v",
+		pages, pageSize, waits, drainTime.Round(time.Millisecond), pruneTime.Round(time.Millisecond))
 }

@@ -55,7 +55,7 @@ func (f *feedHead) publish(head, watermark position) bool {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.ready && f.head == head && f.watermark == watermark {
+	if f.closed || (f.ready && f.head == head && f.watermark == watermark) {
 		return false
 	}
 	f.ready, f.head, f.watermark = true, head, watermark
@@ -174,8 +174,8 @@ func (s *Store) refreshLoop(ctx context.Context) {
 	}
 }
 
-// listenLoop keeps one connection listening for the feed trigger's
-// notifications, reconnecting with backoff, until ctx ends.
+// listenLoop keeps one connection listening for other Stores' notifications,
+// reconnecting with backoff, until ctx ends.
 func (s *Store) listenLoop(ctx context.Context) {
 	backoff := listenMinBackoff
 	for {
@@ -259,15 +259,18 @@ func (s *Store) notifyLoop(ctx context.Context) {
 // Wait blocks until Changes(cursor) would return changes, or ctx ends (it then
 // returns ctx.Err()), or the Store is closed (ErrClosed). It returns at once
 // with ErrBadCursor for a malformed cursor, and with ErrCursorExpired for a
-// cursor it knows to be expired (it may also return nil for one, after a
-// Prune by another process: Changes then reports ErrCursorExpired). It wakes within a few milliseconds of the commit of a change of
-// this Store, or of another Store on the same database (through
-// LISTEN/NOTIFY), and within Options.FallbackInterval of anything else that
-// makes a change visible. Waiting costs no database work per waiter.
+// cursor it knows to be expired (after a Prune by another process it may
+// return nil instead, and Changes reports the expiry).
+//
+// It wakes within a few milliseconds of the commit of a change by this Store
+// or by another Store on the same database (LISTEN/NOTIFY), and of the end of
+// a transaction that held committed changes back, and within
+// Options.FallbackInterval of anything else. Sleeping waiters cost no
+// database work.
 func (s *Store) Wait(ctx context.Context, cursor string) error {
 	after, err := decodeCursor(cursor)
 	if err != nil {
-		return fmt.Errorf("wait for changes after cursor %q: %w", cursor, err)
+		return fmt.Errorf("wait for changes: %w", err) // the cursor is arbitrary input: not logged
 	}
 	for {
 		ready, closed, head, watermark, changed := s.feed.load()
