@@ -21,7 +21,9 @@ test: bootstrap build vet
 ## bench: benchmarks against a real stack (single profile, its own state); figures go to BENCHMARKS.md.
 BENCH_STACK := -profile single -dir .devstack-bench -ports auto -fresh
 bench: bootstrap build
-	$(DEVSTACK) exec $(BENCH_STACK) -- $(GO) test -run '^$$' -bench . -benchtime 200x -count 1 ./apps/external/
+	$(DEVSTACK) exec $(BENCH_STACK) -- sh -c '\
+	  $(GO) test -run "^$$" -bench WriteToLongPoll -benchtime 300x -count 1 ./apps/external/ && \
+	  $(GO) test -run "^$$" -bench LoadgenThroughput -benchtime 5000x -count 1 ./apps/external/'
 
 ## bootstrap: install what a fresh machine lacks (idempotent; a second run downloads nothing).
 bootstrap:
