@@ -3,9 +3,11 @@ package devstack
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 )
 
 // PortMode says whether the ports a person opens are the well-known ones.
@@ -127,20 +129,48 @@ func checkFree(port int) error {
 	return l.Close()
 }
 
-// freePort asks the kernel for a free port on 127.0.0.1 that is not in taken.
+// freePort returns a free port on 127.0.0.1 that is not in taken, chosen at
+// random below the kernel's ephemeral range. A port from listen(":0") would be
+// an ephemeral one, which any outgoing connection (a Kafka client, a Postgres
+// session) may take as its local port before the server gets to bind it;
+// ports below that range are only ever taken by an explicit bind.
 func freePort(taken map[int]bool) (int, error) {
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
+	lo, hi := staticPortRange()
+	for range 500 {
+		p := lo + rand.IntN(hi-lo)
+		if taken[p] || documentedPort(p) || checkFree(p) != nil {
+			continue
 		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !taken[p] {
-			return p, nil
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free port in %d-%d", lo, hi-1)
+}
+
+// documentedPort reports whether p is one a person opens on a `make run`
+// stack; an auto-port stack must not take it from them.
+func documentedPort(p int) bool {
+	for _, f := range fixedPorts {
+		if p == f {
+			return true
 		}
 	}
-	return 0, errors.New("no free port found")
+	return p == fixedInternalPort
+}
+
+// staticPortRange is [lo, hi): from 10000 up to the start of the kernel's
+// ephemeral port range (net.ipv4.ip_local_port_range, 32768 by default).
+func staticPortRange() (lo, hi int) {
+	lo, hi = 10000, 32768
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	if f := strings.Fields(string(data)); len(f) == 2 {
+		if start, err := strconv.Atoi(f[0]); err == nil && start > lo+1000 {
+			hi = start
+		}
+	}
+	return lo, hi
 }
 
 func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

@@ -20,8 +20,11 @@ const (
 	EnvExternalAdminToken = "EXTERNAL_ADMIN_TOKEN" // bearer token of its /admin/faults
 )
 
-// fixedExternalPort is the external UI's documented port (as in the original).
-const fixedExternalPort = 30001
+// The UIs' documented ports (as in the original's NodePorts).
+const (
+	fixedExternalPort = 30001
+	fixedInternalPort = 30002 // the internal app's, reserved until it exists
+)
 
 func (s *Stack) external() *component {
 	port := s.ports[portExternal]

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -333,15 +335,30 @@ func waitHTTP200(ctx context.Context, url string) error {
 	}
 }
 
-// freePort asks the kernel for an unused port on ip. The port is released
-// before use, so there is a tiny race, acceptable for a dev server.
+// freePort returns an unused port on ip, chosen at random below the kernel's
+// ephemeral range. A port from listen(":0") would be an ephemeral one, which
+// any outgoing connection on the machine may take as its local port between
+// our check and the server's bind; ports below that range are only taken by
+// explicit binds. (The devstack launcher picks its ports the same way.)
 func freePort(ip string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port on %s: %w", ip, err)
+	lo, hi := 10000, 32768
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if start, err := strconv.Atoi(f[0]); err == nil && start > lo+1000 {
+				hi = start
+			}
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	for range 500 {
+		p := lo + rand.IntN(hi-lo)
+		if p >= 30000 && p < 30100 { // the stack's documented UI ports (30001, 30002, ...)
+			continue
+		}
+		if checkPortFree(ip, p) == nil {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("finding a free port on %s: none free in %d-%d", ip, lo, hi-1)
 }
 
 func checkPortFree(ip string, port int) error {
