@@ -88,3 +88,14 @@ func mustNotFound(t *testing.T, err error) {
 		t.Fatalf("err = %v, want ErrNotFound", err)
 	}
 }
+
+// newStoreWithChat is a Store over a fresh database that holds one chat.
+func newStoreWithChat(t *testing.T) (*store.Store, store.Chat) {
+	t.Helper()
+	s, _ := newStore(t, store.Options{})
+	chat, err := s.CreateChat(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, chat
+}

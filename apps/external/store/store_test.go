@@ -63,12 +63,8 @@ func TestCreateChatAndList(t *testing.T) {
 
 func TestMessageLifecycle(t *testing.T) {
 	t.Parallel()
-	s, _ := newStore(t, store.Options{})
+	s, chat := newStoreWithChat(t)
 	ctx := t.Context()
-	chat, err := s.CreateChat(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if msgs, err := s.Messages(ctx, chat.ID); err != nil || len(msgs) != 0 {
 		t.Fatalf("Messages of a new chat = %v, %v; want an empty list", msgs, err)
 	}
@@ -131,12 +127,8 @@ func equalMessage(a, b store.Message) bool {
 
 func TestDeleteChatDeletesItsMessages(t *testing.T) {
 	t.Parallel()
-	s, _ := newStore(t, store.Options{})
+	s, chat := newStoreWithChat(t)
 	ctx := t.Context()
-	chat, err := s.CreateChat(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	other, err := s.CreateChat(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -289,12 +281,8 @@ func TestNotFound(t *testing.T) {
 
 func TestContentThatIsNotTextIsRejected(t *testing.T) {
 	t.Parallel()
-	s, _ := newStore(t, store.Options{})
+	s, chat := newStoreWithChat(t)
 	ctx := t.Context()
-	chat, err := s.CreateChat(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	m, err := s.CreateMessage(ctx, chat.ID, "fine")
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -141,19 +142,14 @@ func (s *Store) refresh(ctx context.Context) (moved, pending bool, err error) {
 func (s *Store) refreshLoop(ctx context.Context) {
 	timer := time.NewTimer(s.opts.FallbackInterval)
 	defer timer.Stop()
-	failing := false
+	health := failureLog{log: s.log, what: "feed head refresh"}
 	backoff := pendingMinBackoff
 	for {
 		moved, pending, err := s.refresh(ctx)
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return
-		case err != nil && !failing:
-			s.log.Error("external store: feed head refresh failing", "err", err)
-		case err == nil && failing:
-			s.log.Info("external store: feed head refresh recovered")
 		}
-		failing = err != nil
+		health.observe(err)
 		next := s.opts.FallbackInterval
 		switch {
 		case !pending || moved:
@@ -236,7 +232,7 @@ func (s *Store) listen(ctx context.Context) error {
 // after the commit, it wakes the other processes just as early; if this
 // process dies in between, their fallback tick covers it.
 func (s *Store) notifyLoop(ctx context.Context) {
-	failing := false
+	health := failureLog{log: s.log, what: "notifying other processes"}
 	for {
 		select {
 		case <-ctx.Done():
@@ -244,16 +240,29 @@ func (s *Store) notifyLoop(ctx context.Context) {
 		case <-s.notify:
 		}
 		_, err := s.pool.Exec(ctx, `SELECT pg_notify($1, '')`, notifyChannel)
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return
-		case err != nil && !failing:
-			s.log.Error("external store: notifying other processes failing", "err", err)
-		case err == nil && failing:
-			s.log.Info("external store: notifying other processes recovered")
 		}
-		failing = err != nil
+		health.observe(err)
 	}
+}
+
+// failureLog logs when a background operation starts failing and when it
+// recovers, rather than on every failed attempt.
+type failureLog struct {
+	log     *slog.Logger
+	what    string
+	failing bool
+}
+
+func (f *failureLog) observe(err error) {
+	switch {
+	case err != nil && !f.failing:
+		f.log.Error("external store: "+f.what+" failing", "err", err)
+	case err == nil && f.failing:
+		f.log.Info("external store: " + f.what + " recovered")
+	}
+	f.failing = err != nil
 }
 
 // Wait blocks until Changes(cursor) would return changes, or ctx ends (it then
