@@ -3,7 +3,6 @@ package devstack_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -132,7 +131,7 @@ func TestPostgresStandbyReplicatesPrimary(t *testing.T) {
 	}
 
 	var got string
-	waitFor(t, 30*time.Second, "row to reach the standby", func() error {
+	stacktest.WaitFor(t, 30*time.Second, "the row to reach the standby", func() error {
 		return standby.QueryRow(ctx, "SELECT v FROM "+table).Scan(&got)
 	})
 	if got != want {
@@ -223,16 +222,4 @@ func TestTemporalRunsWorkflow(t *testing.T) {
 	if got != "hello devstack" {
 		t.Fatalf("workflow returned %q", got)
 	}
-}
-
-// waitFor retries check until it succeeds or the deadline passes.
-func waitFor(t *testing.T, deadline time.Duration, what string, check func() error) {
-	t.Helper()
-	var err error
-	for end := time.Now().Add(deadline); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if err = check(); err == nil {
-			return
-		}
-	}
-	t.Fatal(fmt.Errorf("waiting %s for %s: %w", deadline, what, err))
 }

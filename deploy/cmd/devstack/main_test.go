@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chatpoc/chat-poc/deploy/devstack"
+	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
 )
 
 // launcher returns the devstack binary: the one `make test` built
@@ -199,7 +201,7 @@ func TestKilledLauncherLeavesNothingRunning(t *testing.T) {
 	}
 	<-exited
 
-	waitUntil(t, 30*time.Second, func() string {
+	stacktest.WaitFor(t, 30*time.Second, "the stack's servers to die with the launcher", func() error {
 		var alive []string
 		for name, pid := range pids {
 			if members := groupMembers(pid); len(members) > 0 {
@@ -207,19 +209,19 @@ func TestKilledLauncherLeavesNothingRunning(t *testing.T) {
 			}
 		}
 		if len(alive) > 0 {
-			return "still running: " + strings.Join(alive, ", ")
+			return errors.New("still running: " + strings.Join(alive, ", "))
 		}
-		return ""
+		return nil
 	})
-	waitUntil(t, 30*time.Second, func() string {
+	stacktest.WaitFor(t, 30*time.Second, "the stack's ports to be free", func() error {
 		for name, port := range ports {
 			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 			if err != nil {
-				return fmt.Sprintf("port %d (%s) still taken: %v", port, name, err)
+				return fmt.Errorf("port %d (%s) still taken: %w", port, name, err)
 			}
 			l.Close()
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -286,17 +288,4 @@ func groupMembers(pgid int) []int {
 		}
 	}
 	return out
-}
-
-// waitUntil polls check (which returns "" when satisfied, else what is wrong)
-// until it is satisfied or the deadline passes.
-func waitUntil(t *testing.T, deadline time.Duration, check func() string) {
-	t.Helper()
-	var problem string
-	for end := time.Now().Add(deadline); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if problem = check(); problem == "" {
-			return
-		}
-	}
-	t.Fatalf("after %s: %s", deadline, problem)
 }

@@ -90,3 +90,17 @@ func FreshDatabase(t testing.TB, c *devstack.Client) string {
 	u.Path = "/" + name
 	return u.String()
 }
+
+// WaitFor polls check every 100 ms until it returns nil, and fails the test
+// with check's last error, naming what was awaited, once deadline has passed.
+// It is how tests wait on a condition instead of sleeping.
+func WaitFor(t testing.TB, deadline time.Duration, what string, check func() error) {
+	t.Helper()
+	var err error
+	for end := time.Now().Add(deadline); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if err = check(); err == nil {
+			return
+		}
+	}
+	t.Fatalf("waited %s for %s: %v", deadline, what, err)
+}
