@@ -45,6 +45,9 @@ const (
 	portTemporalUI      = "temporal-ui"
 	portControl         = "control"
 	portExternal        = "external"
+	portSyncA1          = "sync-a1"
+	portSyncA2          = "sync-a2"
+	portSyncB1          = "sync-b1"
 	fixedTemporalPort   = 7233
 	fixedTemporalUIPort = 8233
 )

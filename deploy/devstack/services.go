@@ -12,6 +12,12 @@ import (
 const (
 	// External is the simulated third-party chat service (apps/external).
 	External Name = "external"
+	// SyncA1 and SyncA2 are region a's sync workers (workers/sync), SyncB1 is
+	// region b's: each publishes to its region's Kafka cluster and fails over
+	// to the other; exactly one of them runs the sync activity at a time.
+	SyncA1 Name = "sync-a1"
+	SyncA2 Name = "sync-a2"
+	SyncB1 Name = "sync-b1"
 )
 
 // Keys of stack.env for our services.
@@ -41,6 +47,42 @@ func (s *Stack) external() *component {
 	}, nil)
 	c.addr = "http://localhost:" + strconv.Itoa(port)
 	return c
+}
+
+// syncWorker runs a sync worker of the given region; its identity in
+// Temporal is its component name, so the status query and the workflow's
+// pending activity name the component to kill.
+func (s *Stack) syncWorker(n Name, port string) *component {
+	home, other := KafkaA, KafkaB
+	homeName, otherName := "a", "b"
+	if n == SyncB1 {
+		home, other, homeName, otherName = KafkaB, KafkaA, "b", "a"
+	}
+	env := []string{
+		"KAFKA_BOOTSTRAP=" + s.kafkaBootstrap(home),
+		"KAFKA_CLUSTER=" + homeName,
+		"SYNC_LISTEN_ADDR=" + hostPort(s.ports[port]),
+		"SYNC_IDENTITY=" + string(n),
+	}
+	after := []Name{Temporal, External, home}
+	if s.opts.Profile.Has(other) {
+		env = append(env, "KAFKA_FAILOVER_BOOTSTRAP="+s.kafkaBootstrap(other), "KAFKA_FAILOVER_CLUSTER="+otherName)
+		after = append(after, other)
+	}
+	return s.newService(Service{
+		Name:     n,
+		Build:    "./workers/sync",
+		Env:      env,
+		After:    after,
+		ReadyURL: "http://" + hostPort(s.ports[port]) + "/readyz",
+	}, nil)
+}
+
+func (s *Stack) kafkaBootstrap(n Name) string {
+	if n == KafkaB {
+		return hostPort(s.ports[portKafkaB])
+	}
+	return hostPort(s.ports[portKafkaA])
 }
 
 // buildService builds one of our commands from the checkout into the state

@@ -318,6 +318,9 @@ var componentPorts = map[Name][]string{
 	KafkaB:    {portKafkaB, portKafkaBControl},
 	Temporal:  {portTemporal, portTemporalUI},
 	External:  {portExternal},
+	SyncA1:    {portSyncA1},
+	SyncA2:    {portSyncA2},
+	SyncB1:    {portSyncB1},
 }
 
 func (s *Stack) newComponent(n Name) (*component, error) {
@@ -338,6 +341,12 @@ func (s *Stack) newComponent(n Name) (*component, error) {
 		return s.temporal(), nil
 	case External:
 		return s.external(), nil
+	case SyncA1:
+		return s.syncWorker(n, portSyncA1), nil
+	case SyncA2:
+		return s.syncWorker(n, portSyncA2), nil
+	case SyncB1:
+		return s.syncWorker(n, portSyncB1), nil
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownComponent, n)
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"os"
 	"strings"
@@ -14,6 +15,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/chatpoc/chat-poc/deploy/devstack"
 )
@@ -104,3 +109,65 @@ func WaitFor(t testing.TB, deadline time.Duration, what string, check func() err
 	}
 	t.Fatalf("waited %s for %s: %v", deadline, what, err)
 }
+
+// FreshNamespace registers a new Temporal namespace on the shared stack's
+// server, waits until the server serves it, and returns a client of it that
+// is closed when the test ends. Tests isolate their workflows by namespace
+// (the sync workflow's ID is fixed), not by server.
+func FreshNamespace(t testing.TB, c *devstack.Client) (string, client.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr := Env(t, c, devstack.EnvTemporalAddress)
+	nc, err := client.NewNamespaceClient(client.Options{HostPort: addr, Logger: quietLogger{}})
+	if err != nil {
+		t.Fatalf("connect to Temporal at %s: %v", addr, err)
+	}
+	defer nc.Close()
+	ns := UniqueName("test")
+	if err := nc.Register(ctx, &workflowservice.RegisterNamespaceRequest{
+		Namespace:                        ns,
+		WorkflowExecutionRetentionPeriod: durationpb.New(24 * time.Hour),
+	}); err != nil {
+		t.Fatalf("register namespace %s: %v", ns, err)
+	}
+	tc, err := client.Dial(client.Options{HostPort: addr, Namespace: ns, Logger: quietLogger{}})
+	if err != nil {
+		t.Fatalf("connect to namespace %s: %v", ns, err)
+	}
+	t.Cleanup(tc.Close)
+	// The frontend learns of new namespaces on its next registry refresh.
+	WaitFor(t, time.Minute, "namespace "+ns+" to be served", func() error {
+		_, err := tc.DescribeWorkflowExecution(ctx, "no-such-workflow", "")
+		var nsNotFound *serviceerror.NamespaceNotFound
+		if errors.As(err, &nsNotFound) {
+			return err
+		}
+		return nil
+	})
+	return ns, tc
+}
+
+// TemporalClient returns a client of the shared stack's Temporal namespace
+// (where the stack's own sync workflow runs), closed when the test ends.
+func TemporalClient(t testing.TB, c *devstack.Client) client.Client {
+	t.Helper()
+	tc, err := client.Dial(client.Options{
+		HostPort:  Env(t, c, devstack.EnvTemporalAddress),
+		Namespace: Env(t, c, devstack.EnvTemporalNamespace),
+		Logger:    quietLogger{},
+	})
+	if err != nil {
+		t.Fatalf("connect to Temporal: %v", err)
+	}
+	t.Cleanup(tc.Close)
+	return tc
+}
+
+// quietLogger drops the SDK's logs: tests report what matters themselves.
+type quietLogger struct{}
+
+func (quietLogger) Debug(string, ...any) {}
+func (quietLogger) Info(string, ...any)  {}
+func (quietLogger) Warn(string, ...any)  {}
+func (quietLogger) Error(string, ...any) {}

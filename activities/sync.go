@@ -1,0 +1,264 @@
+// Package activities holds the I/O the workflows drive: the sync activity
+// polls external's change feed and publishes every change to Kafka, moving
+// its checkpoint only after Kafka acknowledged the changes.
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/feed"
+	"github.com/chatpoc/chat-poc/internal/publisher"
+)
+
+// Feed is the change feed the sync polls (a *feed.Client).
+type Feed interface {
+	Poll(ctx context.Context, cursor string, limit int, wait time.Duration) (feed.Page, error)
+}
+
+// Publisher writes one batch of records to Kafka in one transaction and
+// returns the cluster that took it (a *publisher.Publisher).
+type Publisher interface {
+	Publish(ctx context.Context, recs []publisher.Record) (cluster string, err error)
+}
+
+// Polling constants of the sync activity.
+const (
+	// longPollWait is how long one poll waits for a change. It keeps the
+	// heartbeat interval of an idle activity near 1 s, well inside the
+	// workflow's heartbeat timeout.
+	longPollWait = time.Second
+	// retryInitial and retryMax bound the backoff between failed polls or
+	// publishes (a 429's Retry-After may ask for longer).
+	retryInitial = 100 * time.Millisecond
+	retryMax     = 5 * time.Second
+)
+
+// Activities are the sync's activities; register a *Activities with the
+// worker. Its methods are safe for concurrent use.
+type Activities struct {
+	feed     Feed
+	pub      Publisher
+	identity string
+	metrics  *Metrics
+	log      *slog.Logger
+}
+
+// New returns the activities polling f and publishing with p. identity names
+// this worker in the progress it reports; m may be nil.
+func New(f Feed, p Publisher, identity string, m *Metrics, log *slog.Logger) *Activities {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	return &Activities{feed: f, pub: p, identity: identity, metrics: m, log: log}
+}
+
+// Sync polls the feed after in.Cursor and publishes every change, in feed
+// order, one Kafka transaction per page, for in.ReportAfter; then it returns
+// its progress. It heartbeats its checkpoint after every poll, so a retried
+// attempt (after this worker died, froze or lost its heartbeat) resumes after
+// the last checkpoint Kafka acknowledged: changes are published at least
+// once, and never skipped. When the worker stops, it returns its progress at
+// once, so that another worker takes over without waiting for a timeout.
+//
+// Errors of the feed and of Kafka are retried here, with capped backoff and
+// external's Retry-After, and reported in Progress.LastError; the activity
+// fails only with a non-retryable ErrTypeCursorExpired or ErrTypeBadCursor
+// (resuming would skip changes), or with ErrTypeFenced when a newer attempt
+// took the Kafka producer.
+func (a *Activities) Sync(ctx context.Context, in SyncParams) (Progress, error) {
+	prog := Progress{Cursor: in.Cursor}
+	if activity.HasHeartbeatDetails(ctx) {
+		var last Progress
+		if err := activity.GetHeartbeatDetails(ctx, &last); err != nil {
+			return prog, fmt.Errorf("read last heartbeat: %w", err)
+		}
+		prog = last
+		prog.Lag, prog.LastError = 0, ""
+	}
+	prog.Worker = a.identity
+	info := activity.GetInfo(ctx)
+	attempt := fmt.Sprintf("%s/%s#%d", info.WorkflowExecution.RunID, info.ActivityID, info.Attempt)
+	log := a.log.With("workflowRun", info.WorkflowExecution.RunID, "attempt", info.Attempt)
+	if info.Attempt > 1 {
+		log.Info("resuming the sync after a failed attempt", "cursor", prog.Cursor)
+	}
+	a.metrics.active.Inc()
+	defer a.metrics.active.Dec()
+
+	backoff := feed.Backoff{Initial: retryInitial, Max: retryMax}
+	deadline := time.Now().Add(in.ReportAfter)
+	stop := activity.GetWorkerStopChannel(ctx)
+	for time.Now().Before(deadline) {
+		select {
+		case <-stop:
+			log.Info("worker stopping: handing the sync over", "cursor", prog.Cursor)
+			return prog, nil
+		case <-ctx.Done():
+			log.Info("sync attempt ended", "reason", context.Cause(ctx), "cursor", prog.Cursor)
+			return prog, ctx.Err()
+		default:
+		}
+		err := a.step(ctx, &prog, attempt, in.PageSize, min(longPollWait, time.Until(deadline)))
+		if err == nil {
+			backoff.Reset()
+			prog.LastError = ""
+			activity.RecordHeartbeat(ctx, prog)
+			continue
+		}
+		if ferr := failure(err); ferr != nil {
+			log.Warn("sync attempt ended", "reason", err, "cursor", prog.Cursor)
+			return prog, ferr
+		}
+		if ctx.Err() != nil {
+			log.Info("sync attempt ended", "reason", context.Cause(ctx), "cursor", prog.Cursor)
+			return prog, ctx.Err()
+		}
+		if prog.LastError == "" {
+			log.Warn("sync retrying", "err", err) // logged once per run of failures
+		}
+		prog.LastError = err.Error()
+		activity.RecordHeartbeat(ctx, prog)
+		delay := backoff.Next()
+		if ra, ok := feed.RetryAfter(err); ok {
+			delay = max(delay, ra)
+		}
+		if !sleep(ctx, stop, delay) {
+			continue // the loop's head returns
+		}
+	}
+	return prog, nil
+}
+
+// step polls one page and publishes it, advancing prog's checkpoint only
+// after Kafka acknowledged the whole page.
+func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, pageSize int, wait time.Duration) error {
+	began := time.Now()
+	page, err := a.feed.Poll(ctx, prog.Cursor, pageSize, wait)
+	if err != nil {
+		a.metrics.polls.WithLabelValues(pollError).Inc()
+		return err
+	}
+	polled := time.Now()
+	a.metrics.polls.WithLabelValues(pollOK).Inc()
+	a.metrics.pollSeconds.Observe(polled.Sub(began).Seconds())
+	prog.Polls++
+	prog.LastPoll = polled
+	if len(page.Changes) == 0 {
+		prog.Cursor, prog.Lag = page.Cursor, 0
+		a.metrics.checkpoint(polled)
+		return nil
+	}
+	recs, err := Records(page.Changes, a.identity, attempt)
+	if err != nil {
+		return err
+	}
+	cluster, err := a.pub.Publish(ctx, recs)
+	if err != nil {
+		a.metrics.publishErrors.Inc()
+		return err
+	}
+	acked := time.Now()
+	a.metrics.published(cluster, page.Changes, acked.Sub(polled))
+	prog.Cursor = page.Cursor
+	prog.Changes += int64(len(recs))
+	prog.Cluster = cluster
+	prog.Lag = max(0, acked.Sub(page.Changes[len(page.Changes)-1].At))
+	a.metrics.checkpoint(acked)
+	return nil
+}
+
+// failure returns the activity error for err if err cannot be retried within
+// the attempt, or nil.
+func failure(err error) error {
+	switch {
+	case errors.Is(err, feed.ErrCursorExpired):
+		return temporal.NewNonRetryableApplicationError(
+			"the feed no longer retains the changes after the sync's cursor; resuming would skip them. "+
+				"Send a resync signal with the cursor to resume from (\"\" = the oldest retained change)",
+			ErrTypeCursorExpired, err)
+	case errors.Is(err, feed.ErrBadCursor):
+		return temporal.NewNonRetryableApplicationError(
+			"the feed does not recognise the sync's cursor; send a resync signal", ErrTypeBadCursor, err)
+	case errors.Is(err, publisher.ErrRejected):
+		// Kafka refuses a record for good (too large, say): fail the attempt so
+		// it is visible in Temporal; the retry policy retries it, never skips.
+		return temporal.NewApplicationError("Kafka rejected a change", "Rejected", err)
+	case errors.Is(err, publisher.ErrFenced):
+		return temporal.NewApplicationError("another sync attempt took over the Kafka producer", ErrTypeFenced, err)
+	case feed.Permanent(err):
+		// A 4xx that retrying will not fix (a misconfigured URL, say): fail the
+		// attempt so it is visible in Temporal; the retry policy retries it.
+		return temporal.NewApplicationError("external rejected the poll", "FeedRejected", err)
+	}
+	return nil
+}
+
+// sleep waits d, or less if the worker stops or ctx ends; it reports whether
+// it waited the whole time.
+func sleep(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// Records turns feed changes into Kafka records keyed by chat ID, in order:
+// message changes to change.TopicMessages, chat lifecycle to
+// change.TopicChats. worker and attempt name the publisher in the records'
+// tracing headers.
+func Records(changes []feed.Change, worker, attempt string) ([]publisher.Record, error) {
+	recs := make([]publisher.Record, 0, len(changes))
+	for _, c := range changes {
+		var (
+			topic string
+			value any
+		)
+		switch c.Kind {
+		case feed.KindChatCreated, feed.KindChatDeleted:
+			typ := change.ChatNew
+			if c.Kind == feed.KindChatDeleted {
+				typ = change.ChatDelete
+			}
+			topic, value = change.TopicChats, change.Chat{Type: typ, ID: c.ChatID, Version: c.Version}
+		case feed.KindMessageCreated, feed.KindMessageUpdated, feed.KindMessageDeleted:
+			m := c.Message
+			topic, value = change.TopicMessages, change.Message{
+				ID: m.ID, ChatID: c.ChatID, Content: m.Content,
+				CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, IsDeleted: m.IsDeleted,
+				Version: c.Version,
+			}
+		default:
+			return nil, fmt.Errorf("change of chat %s: unknown kind %q", c.ChatID, c.Kind)
+		}
+		b, err := json.Marshal(value)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s change of chat %s: %w", c.Kind, c.ChatID, err)
+		}
+		recs = append(recs, publisher.Record{
+			Topic: topic,
+			Key:   []byte(c.ChatID),
+			Value: b,
+			Headers: []publisher.Header{
+				{Key: change.HeaderKind, Value: []byte(c.Kind)},
+				{Key: change.HeaderVersion, Value: change.FormatVersion(c.Version)},
+				{Key: change.HeaderWorker, Value: []byte(worker)},
+				{Key: change.HeaderAttempt, Value: []byte(attempt)},
+			},
+		})
+	}
+	return recs, nil
+}

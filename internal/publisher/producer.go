@@ -1,0 +1,105 @@
+package publisher
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// Producer tuning for pages of up to ~1000 small JSON records.
+const (
+	// lingerMs lets librdkafka gather the records of one page, produced in a
+	// burst, into few requests; a page waits at most this long before its
+	// records leave, and the commit waits for them anyway.
+	lingerMs = 5
+	// eventsChannelSize replaces the Go client's default of 1,000,000 slots
+	// (16 MB per producer): Events() carries only client errors here (delivery
+	// reports go to per-call channels) and is drained continuously.
+	eventsChannelSize = 1000
+)
+
+// txnProducer is the transactional producer of one cluster.
+type txnProducer struct {
+	cluster Cluster
+	kp      *kafka.Producer
+	inTxn   bool // a transaction was begun and neither committed nor aborted
+}
+
+// producerConfig is what transactions require (idempotence, acks=all, at
+// most 5 requests in flight) plus batching for small pages.
+func producerConfig(c Cluster, opts Options) *kafka.ConfigMap {
+	return &kafka.ConfigMap{
+		"bootstrap.servers":                     c.Bootstrap,
+		"client.id":                             opts.ClientID,
+		"transactional.id":                      opts.TransactionalID,
+		"transaction.timeout.ms":                int(opts.TransactionTimeout / time.Millisecond),
+		"enable.idempotence":                    true,
+		"acks":                                  "all",
+		"max.in.flight.requests.per.connection": 5,
+		"linger.ms":                             lingerMs,
+		"compression.type":                      "lz4",
+		// Java clients' partitioner, so that a key lands on the same partition
+		// whichever client wrote it (librdkafka's default is crc32-based).
+		"partitioner": "murmur2_random",
+		// Every Produce names its own delivery channel; with this off a report
+		// can never land on Events() unread.
+		"go.delivery.reports": false,
+		// Reports are only looked at for their error: do not copy keys and
+		// values back.
+		"go.delivery.report.fields": "none",
+		"go.events.channel.size":    eventsChannelSize,
+		// librdkafka's log (connection refused, ...) goes to our logger at
+		// debug level instead of stderr.
+		"go.logs.channel.enable": true,
+	}
+}
+
+// newTxnProducer creates the producer of c and starts draining its events
+// and logs. It does no I/O of its own; InitTransactions is the caller's.
+func newTxnProducer(c Cluster, opts Options, log *slog.Logger) (*txnProducer, error) {
+	kp, err := kafka.NewProducer(producerConfig(c, opts))
+	if err != nil {
+		return nil, err
+	}
+	drain(kp, log.With("cluster", c.Name))
+	return &txnProducer{cluster: c, kp: kp}, nil
+}
+
+// drain serves kp's Events() and Logs() channels until kp is closed (Close
+// closes both), so that librdkafka's poller never waits for us.
+func drain(kp *kafka.Producer, log *slog.Logger) {
+	go func() {
+		for ev := range kp.Events() {
+			if err, ok := ev.(kafka.Error); ok {
+				log.Debug("kafka client error", "err", err, "fatal", err.IsFatal())
+			}
+		}
+	}()
+	go func() {
+		for l := range kp.Logs() {
+			log.Debug("librdkafka log", "tag", l.Tag, "level", l.Level, "text", l.Message)
+		}
+	}()
+}
+
+// closeBounded purges what is still queued and closes kp, giving up after
+// timeout: librdkafka's destroy can wait on broker threads, and a dead
+// cluster must not hold the caller. A close that overruns finishes (or not)
+// in the background; closeBounded reports whether it finished in time.
+func closeBounded(kp *kafka.Producer, timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = kp.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking)
+		kp.Close()
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}

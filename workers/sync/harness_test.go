@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/chatpoc/chat-poc/apps/external/api"
+	"github.com/chatpoc/chat-poc/apps/external/externaltest"
+	"github.com/chatpoc/chat-poc/deploy/devstack"
+	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
+	"github.com/chatpoc/chat-poc/workflows"
+)
+
+// workerBin is the sync worker binary the integration tests run as separate
+// processes (to kill -9 and SIGSTOP them); TestMain builds it once.
+var workerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sync-worker-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	workerBin = filepath.Join(dir, "sync")
+	build := exec.Command("go", "build", "-o", workerBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build the sync worker:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const adminToken = "test-admin-token"
+
+// syncEnv is one test's sync deployment on the shared stack: its own
+// Temporal namespace (so its own singleton), its own external service over a
+// fresh database, its own transactional.id, and worker processes it starts,
+// kills and freezes. Kafka clusters and topics are the stack's; the test's
+// records are told apart by chat ID.
+type syncEnv struct {
+	t        *testing.T
+	stack    *devstack.Client
+	ns       string
+	tc       client.Client
+	external string
+	txnID    string
+	logDir   string
+
+	mu      sync.Mutex
+	workers map[string]*workerProc
+}
+
+type workerProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func newSyncEnv(t *testing.T) *syncEnv {
+	t.Helper()
+	stack := stacktest.Connect(t)
+	ns, tc := stacktest.FreshNamespace(t, stack)
+	ext := externaltest.NewServer(t, api.Config{AdminToken: adminToken})
+	e := &syncEnv{
+		t: t, stack: stack, ns: ns, tc: tc, external: ext.URL,
+		txnID: stacktest.UniqueName("sync"), logDir: t.TempDir(), workers: map[string]*workerProc{},
+	}
+	t.Cleanup(e.stopAll)
+	return e
+}
+
+// startWorker starts a sync worker process named name in region "a" or "b"
+// (its home Kafka cluster; the other is its failover).
+func (e *syncEnv) startWorker(name, region string) {
+	e.t.Helper()
+	a := stacktest.Env(e.t, e.stack, devstack.EnvKafkaABootstrap)
+	b, _ := e.stack.Env().Get(devstack.EnvKafkaBBootstrap)
+	home, other, otherName := a, b, "b"
+	if region == "b" {
+		home, other, otherName = b, a, "a"
+	}
+	logf, err := os.OpenFile(filepath.Join(e.logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := exec.Command(workerBin)
+	cmd.Env = append(os.Environ(),
+		"TEMPORAL_ADDRESS="+stacktest.Env(e.t, e.stack, devstack.EnvTemporalAddress),
+		"TEMPORAL_NAMESPACE="+e.ns,
+		"EXTERNAL_URL="+e.external,
+		"KAFKA_BOOTSTRAP="+home,
+		"KAFKA_CLUSTER="+region,
+		"SYNC_TRANSACTIONAL_ID="+e.txnID,
+		"SYNC_LISTEN_ADDR=127.0.0.1:0",
+		"SYNC_IDENTITY="+name,
+		"LOG_LEVEL=debug",
+	)
+	if other != "" {
+		cmd.Env = append(cmd.Env, "KAFKA_FAILOVER_BOOTSTRAP="+other, "KAFKA_FAILOVER_CLUSTER="+otherName)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		e.t.Fatalf("start worker %s: %v", name, err)
+	}
+	p := &workerProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	e.mu.Lock()
+	e.workers[name] = p
+	e.mu.Unlock()
+}
+
+func (e *syncEnv) worker(name string) *workerProc {
+	e.t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.workers[name]
+	if !ok {
+		e.t.Fatalf("no worker %s", name)
+	}
+	return p
+}
+
+// kill sends SIGKILL to a worker and waits for it to die.
+func (e *syncEnv) kill(name string) {
+	e.t.Helper()
+	p := e.worker(name)
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a frozen process cannot die otherwise
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// signal sends sig to a worker.
+func (e *syncEnv) signal(name string, sig syscall.Signal) {
+	e.t.Helper()
+	if err := e.worker(name).cmd.Process.Signal(sig); err != nil {
+		e.t.Fatalf("signal %v to %s: %v", sig, name, err)
+	}
+}
+
+func (e *syncEnv) stopAll() {
+	e.mu.Lock()
+	procs := e.workers
+	e.workers = map[string]*workerProc{}
+	e.mu.Unlock()
+	for _, p := range procs {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = e.tc.TerminateWorkflow(ctx, workflows.WorkflowID, "", "test over")
+	if e.t.Failed() {
+		e.dumpLogs()
+	}
+}
+
+// dumpLogs prints the tail of every worker's log, for a failed test.
+func (e *syncEnv) dumpLogs() {
+	files, _ := filepath.Glob(filepath.Join(e.logDir, "*.log"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		lines = lines[max(0, len(lines)-40):]
+		e.t.Logf("--- last lines of %s:\n%s", filepath.Base(f), strings.Join(lines, "\n"))
+	}
+}
+
+// activeWorker returns the identity of the worker whose attempt of the sync
+// activity is running, or an error while none is.
+func (e *syncEnv) activeWorker(ctx context.Context) (string, error) {
+	who, _, err := e.activeAttempt(ctx)
+	return who, err
+}
+
+// activeAttempt returns the running attempt of the sync activity: its
+// worker's identity and its token as in the change.HeaderAttempt header.
+func (e *syncEnv) activeAttempt(ctx context.Context) (worker, attempt string, err error) {
+	desc, err := e.tc.DescribeWorkflowExecution(ctx, workflows.WorkflowID, "")
+	if err != nil {
+		return "", "", err
+	}
+	run := desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+	for _, a := range desc.GetPendingActivities() {
+		if a.GetState() == enumspb.PENDING_ACTIVITY_STATE_STARTED && a.GetLastWorkerIdentity() != "" {
+			return a.GetLastWorkerIdentity(), fmt.Sprintf("%s/%s#%d", run, a.GetActivityId(), a.GetAttempt()), nil
+		}
+	}
+	return "", "", errors.New("no sync activity running")
+}
+
+// waitActive waits until a worker runs the sync activity and returns it.
+func (e *syncEnv) waitActive(deadline time.Duration) string {
+	e.t.Helper()
+	var who string
+	stacktest.WaitFor(e.t, deadline, "a worker to run the sync activity", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var err error
+		who, err = e.activeWorker(ctx)
+		return err
+	})
+	return who
+}
+
+// status queries the sync workflow.
+func (e *syncEnv) status(ctx context.Context) (workflows.Status, error) {
+	var st workflows.Status
+	v, err := e.tc.QueryWorkflow(ctx, workflows.WorkflowID, "", workflows.QueryStatus)
+	if err == nil {
+		err = v.Get(&st)
+	}
+	return st, err
+}
+
+// setFaults replaces the external service's injected faults.
+func (e *syncEnv) setFaults(body string) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodPut, e.external+"/admin/faults", bytes.NewBufferString(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		e.t.Fatalf("set faults: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+		e.t.Fatalf("set faults %s: %s", body, resp.Status)
+	}
+}

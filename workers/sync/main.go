@@ -1,0 +1,254 @@
+// Command sync is the sync worker: it hosts the singleton sync workflow and
+// its activities (poll external's change feed, publish to Kafka) and makes
+// sure the singleton runs. Run any number of replicas in any region; exactly
+// one workflow execution polls at a time. Configuration is read from the
+// environment (see Config).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.temporal.io/sdk/client"
+	temporallog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chatpoc/chat-poc/activities"
+	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/envconfig"
+	"github.com/chatpoc/chat-poc/internal/feed"
+	"github.com/chatpoc/chat-poc/internal/publisher"
+	"github.com/chatpoc/chat-poc/workflows"
+)
+
+// Config is the worker's configuration, read from these environment variables.
+type Config struct {
+	TemporalAddress   string `env:"TEMPORAL_ADDRESS" required:"true" doc:"host:port of the Temporal frontend"`
+	TemporalNamespace string `env:"TEMPORAL_NAMESPACE" default:"default" doc:"Temporal namespace of the sync workflow"`
+	ExternalURL       string `env:"EXTERNAL_URL" required:"true" doc:"base URL of the external service, whose /api/changes feed is polled"`
+	KafkaBootstrap    string `env:"KAFKA_BOOTSTRAP" required:"true" doc:"bootstrap servers of this region's Kafka cluster, where changes are published"`
+	KafkaCluster      string `env:"KAFKA_CLUSTER" default:"a" doc:"name of this region's Kafka cluster (its MirrorMaker 2 alias), for logs, metrics and the status query"`
+	FailoverBootstrap string `env:"KAFKA_FAILOVER_BOOTSTRAP" doc:"bootstrap servers of the other region's cluster, used while this region's is unreachable; empty: no failover"`
+	FailoverCluster   string `env:"KAFKA_FAILOVER_CLUSTER" default:"b" doc:"name of the other region's Kafka cluster"`
+	TransactionalID   string `env:"SYNC_TRANSACTIONAL_ID" default:"chat-sync" doc:"Kafka transactional.id shared by all sync workers of one sync workflow: a new activity attempt fences older ones with it"`
+	TopicPartitions   int    `env:"KAFKA_TOPIC_PARTITIONS" default:"0" doc:"partitions of the topics the worker creates if missing; 0: the broker's default"`
+	TopicReplicas     int    `env:"KAFKA_TOPIC_REPLICATION_FACTOR" default:"0" doc:"replication factor of those topics; 0: the broker's default"`
+	ListenAddr        string `env:"SYNC_LISTEN_ADDR" default:"127.0.0.1:9464" doc:"host:port of /metrics, /healthz and /readyz"`
+	Identity          string `env:"SYNC_IDENTITY" doc:"this worker's identity in Temporal and in the status query; empty: hostname:pid"`
+	LogLevel          string `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error"`
+}
+
+// Timing of the worker.
+const (
+	// shutdownTimeout bounds a graceful stop: the running activity hands
+	// over at once, the producer finishes its transaction.
+	shutdownTimeout = 15 * time.Second
+	// ensureInterval is how often the worker checks that the singleton runs
+	// (it restarts it after an operator terminated it, say).
+	ensureInterval = 30 * time.Second
+	// dialRetryMax caps the backoff between attempts to reach Temporal.
+	dialRetryMax = 10 * time.Second
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if err := run(ctx, log); err != nil {
+		log.Error("sync worker stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger) error {
+	var cfg Config
+	if err := envconfig.Load(&cfg); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("configuration: LOG_LEVEL=%q: %w", cfg.LogLevel, err)
+	}
+	if cfg.Identity == "" {
+		host, _ := os.Hostname()
+		cfg.Identity = host + ":" + strconv.Itoa(os.Getpid())
+	}
+	log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).
+		With("service", "sync", "identity", cfg.Identity)
+	log.Info("starting", "config", envconfig.LogValue(cfg))
+
+	fc, err := feed.New(cfg.ExternalURL, feed.Options{UserAgent: "chat-poc-sync/" + cfg.Identity})
+	if err != nil {
+		return fmt.Errorf("configuration: EXTERNAL_URL: %w", err)
+	}
+	clusters := []publisher.Cluster{{Name: cfg.KafkaCluster, Bootstrap: cfg.KafkaBootstrap}}
+	if cfg.FailoverBootstrap != "" {
+		clusters = append(clusters, publisher.Cluster{Name: cfg.FailoverCluster, Bootstrap: cfg.FailoverBootstrap})
+	}
+	pub, err := publisher.New(publisher.Options{
+		Clusters: clusters, TransactionalID: cfg.TransactionalID, ClientID: "sync-" + cfg.Identity, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	defer pub.Close() // after the worker stopped: aborts a transaction left open, closes producers
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	acts := activities.New(fc, pub, cfg.Identity, activities.NewMetrics(reg), log)
+
+	tc, err := dial(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+
+	w := worker.New(tc, workflows.TaskQueue, worker.Options{
+		Identity: cfg.Identity,
+		// A stopping worker's activity hands over at once; this bounds the
+		// wait for it.
+		WorkerStopTimeout: shutdownTimeout,
+		// The workflow task after a failover must not wait long for a dead
+		// worker's sticky queue.
+		StickyScheduleToStartTimeout: time.Second,
+	})
+	w.RegisterWorkflow(workflows.Sync)
+	w.RegisterActivity(acts)
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("start Temporal worker: %w", err)
+	}
+	defer w.Stop() // stops polling, signals the running activity to hand over, waits for it
+
+	topics := topicSpecs(cfg)
+	httpSrv := &http.Server{
+		Addr:              cfg.ListenAddr,
+		Handler:           routes(reg, tc),
+		ReadHeaderTimeout: 5 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		log.Info("serving metrics and health", "addr", cfg.ListenAddr)
+		if err := httpSrv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve %s: %w", cfg.ListenAddr, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down")
+		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
+		defer cancel()
+		return httpSrv.Shutdown(shutCtx)
+	})
+	g.Go(func() error {
+		keepSingleton(gctx, tc, pub, topics, log)
+		return nil
+	})
+	return g.Wait()
+}
+
+// dial connects to Temporal, retrying with capped backoff until ctx ends: a
+// worker may well start before the server is ready.
+func dial(ctx context.Context, cfg Config, log *slog.Logger) (client.Client, error) {
+	backoff := feed.Backoff{Initial: 200 * time.Millisecond, Max: dialRetryMax}
+	for logged := false; ; {
+		tc, err := client.DialContext(ctx, client.Options{
+			HostPort:  cfg.TemporalAddress,
+			Namespace: cfg.TemporalNamespace,
+			Identity:  cfg.Identity,
+			Logger:    temporallog.NewStructuredLogger(log.With("component", "temporal-sdk")),
+		})
+		if err == nil {
+			return tc, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to Temporal at %s: %w", cfg.TemporalAddress, err)
+		}
+		if !logged {
+			log.Warn("Temporal unreachable; retrying", "addr", cfg.TemporalAddress, "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to Temporal at %s: %w", cfg.TemporalAddress, ctx.Err())
+		case <-time.After(backoff.Next()):
+		}
+	}
+}
+
+func topicSpecs(cfg Config) []publisher.TopicSpec {
+	specs := make([]publisher.TopicSpec, 0, 2)
+	for _, name := range []string{change.TopicMessages, change.TopicChats} {
+		specs = append(specs, publisher.TopicSpec{Name: name, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplicas})
+	}
+	return specs
+}
+
+// keepSingleton creates the topics and ensures the sync workflow runs, at
+// start and every ensureInterval, until ctx ends. Failures are logged once
+// per streak and retried.
+func keepSingleton(ctx context.Context, tc client.Client, pub *publisher.Publisher, topics []publisher.TopicSpec, log *slog.Logger) {
+	topicsOK, failing := false, false
+	for {
+		var err error
+		if !topicsOK {
+			octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if err = pub.EnsureTopics(octx, topics); err == nil {
+				topicsOK = true
+			} else {
+				err = fmt.Errorf("create topics: %w", err)
+			}
+			cancel()
+		}
+		if serr := ensureSingleton(ctx, tc, log); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			log.Warn("sync setup incomplete; retrying", "err", err, "every", ensureInterval)
+			failing = true
+		case err == nil && failing:
+			log.Info("sync setup complete")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(ensureInterval):
+		}
+	}
+}
+
+// routes serves the worker's operational endpoints.
+func routes(reg *prometheus.Registry, tc client.Client) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
+			http.Error(w, "temporal unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
+
+	"github.com/chatpoc/chat-poc/apps/external/loadgen"
+	"github.com/chatpoc/chat-poc/deploy/devstack"
+	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
+	"github.com/chatpoc/chat-poc/workflows"
+)
+
+// traces starts a trace of each of the stack's Kafka clusters.
+func (e *syncEnv) traces() []*trace {
+	e.t.Helper()
+	trs := []*trace{startTrace(e.t, "a", stacktest.Env(e.t, e.stack, devstack.EnvKafkaABootstrap))}
+	if b, err := e.stack.Env().Get(devstack.EnvKafkaBBootstrap); err == nil {
+		trs = append(trs, startTrace(e.t, "b", b))
+	}
+	return trs
+}
+
+// verify waits until every acknowledged write is in Kafka and checks the
+// per-chat order; it returns the records of the writes' chats.
+func (e *syncEnv) verify(acked []loadgen.Record, traces []*trace) []published {
+	e.t.Helper()
+	recs := waitDelivered(e.t, acked, 2*time.Minute, traces...)
+	if v := orderViolations(recs); len(v) > 0 {
+		e.t.Errorf("%d order violations, e.g.:\n%s", len(v), strings.Join(v[:min(10, len(v))], "\n"))
+	}
+	return recs
+}
+
+func TestFiveWorkersStartingAtOnceRunOneExecution(t *testing.T) {
+	t.Parallel()
+	e := newSyncEnv(t)
+	names := []string{"w1", "w2", "w3", "w4", "w5"}
+	for _, n := range names {
+		e.startWorker(n, "a")
+	}
+	// Every worker has ensured the singleton once it logged the run it found
+	// or started.
+	runs := map[string]string{}
+	stacktest.WaitFor(t, time.Minute, "every worker to ensure the singleton", func() error {
+		for _, n := range names {
+			b, err := os.ReadFile(filepath.Join(e.logDir, n+".log"))
+			if err != nil {
+				return err
+			}
+			i := strings.Index(string(b), `"msg":"sync workflow running","runId":"`)
+			if i < 0 {
+				return fmt.Errorf("%s has not yet", n)
+			}
+			rest := string(b)[i+len(`"msg":"sync workflow running","runId":"`):]
+			runs[n] = rest[:strings.IndexByte(rest, '"')]
+		}
+		return nil
+	})
+	for _, n := range names[1:] {
+		if runs[n] != runs[names[0]] {
+			t.Errorf("workers ensured different runs: %v", runs)
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stacktest.WaitFor(t, 30*time.Second, "visibility to list the sync workflow", func() error {
+		resp, err := e.tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Namespace: e.ns, Query: fmt.Sprintf("WorkflowId = %q", workflows.WorkflowID),
+		})
+		if err != nil {
+			return err
+		}
+		var running int
+		for _, ex := range resp.GetExecutions() {
+			if ex.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+				running++
+			}
+		}
+		if len(resp.GetExecutions()) == 0 {
+			return errors.New("no execution listed yet")
+		}
+		if running != 1 || len(resp.GetExecutions()) != 1 {
+			t.Fatalf("%d executions, %d running; want exactly one", len(resp.GetExecutions()), running)
+		}
+		return nil
+	})
+	desc, err := e.tc.DescribeWorkflowExecution(ctx, workflows.WorkflowID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(desc.GetPendingActivities()); n > 1 {
+		t.Errorf("%d pending activities, want at most one", n)
+	}
+}
+
+func TestKillStormLosesNothing(t *testing.T) {
+	e := newSyncEnv(t)
+	traces := e.traces()
+	workers := map[string]string{"sync-a1": "a", "sync-a2": "a", "sync-b1": "b"}
+	for n, region := range workers {
+		e.startWorker(n, region)
+	}
+	e.waitActive(time.Minute)
+
+	ctx, stopStorm := context.WithCancel(context.Background())
+	defer stopStorm()
+	wait := e.storm(ctx, loadgen.Config{Rate: 150, Duration: 10 * time.Minute, Chats: 30, Concurrency: 8})
+
+	const kills = 20
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 4))
+	var killed []string
+	for i := range kills {
+		// A random moment: 0.2-2.2 s into the new holder's tenure.
+		time.Sleep(time.Duration(200+rng.IntN(2000)) * time.Millisecond)
+		victim := e.waitActive(time.Minute)
+		e.kill(victim)
+		killed = append(killed, victim)
+		e.startWorker(victim, workers[victim]) // keep three replicas running
+		t.Logf("kill %d/%d: %s", i+1, kills, victim)
+	}
+	e.waitActive(time.Minute)
+	stopStorm()
+	acked := wait()
+
+	recs := e.verify(acked, traces)
+	dups := duplicates(recs)
+	t.Logf("%d acknowledged writes, %d records in Kafka, 0 lost, %d duplicates over %d kills (%.1f per failover); killed %v",
+		len(acked), len(recs), dups, kills, float64(dups)/kills, killed)
+}
+
+func TestFrozenWorkerIsFencedWhenItResumes(t *testing.T) {
+	e := newSyncEnv(t)
+	traces := e.traces()
+	e.startWorker("w1", "a")
+	e.startWorker("w2", "a")
+	e.waitActive(time.Minute)
+
+	ctx, stopStorm := context.WithCancel(context.Background())
+	defer stopStorm()
+	wait := e.storm(ctx, loadgen.Config{Rate: 100, Duration: 10 * time.Minute, Chats: 10})
+
+	// Freeze the holder of an attempt that is publishing, in mid-attempt.
+	var frozen, stale string
+	for try := 0; ; try++ {
+		if try == 10 {
+			t.Fatal("could not freeze a worker in the middle of a publishing attempt")
+		}
+		stacktest.WaitFor(t, time.Minute, "an attempt that has published", func() error {
+			qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var err error
+			if frozen, stale, err = e.activeAttempt(qctx); err != nil {
+				return err
+			}
+			if len(attemptRecords(traces, stale)) == 0 {
+				return errors.New("attempt " + stale + " has not published yet")
+			}
+			return nil
+		})
+		e.signal(frozen, syscall.SIGSTOP)
+		qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, still, err := e.activeAttempt(qctx)
+		cancel()
+		if err == nil && still == stale {
+			break
+		}
+		e.signal(frozen, syscall.SIGCONT) // the attempt ended just before the freeze; again
+	}
+	frozenAt := time.Now()
+	other := map[string]string{"w1": "w2", "w2": "w1"}[frozen]
+
+	var fresh string
+	stacktest.WaitFor(t, time.Minute, other+" to take over and publish", func() error {
+		qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		who, attempt, err := e.activeAttempt(qctx)
+		if err != nil || who != other {
+			return fmt.Errorf("active: %q, %v", who, err)
+		}
+		if len(attemptRecords(traces, attempt)) == 0 {
+			return errors.New("the new attempt has not published yet")
+		}
+		fresh = attempt
+		return nil
+	})
+	t.Logf("%s frozen in attempt %s; %s took over with attempt %s and published, %s later",
+		frozen, stale, other, fresh, time.Since(frozenAt).Round(time.Millisecond))
+
+	e.signal(frozen, syscall.SIGCONT)
+	// The zombie learns it lost the activity (its heartbeat is rejected or its
+	// producer is fenced) and ends the stale attempt.
+	stacktest.WaitFor(t, time.Minute, frozen+" to end its stale attempt", func() error {
+		b, err := os.ReadFile(filepath.Join(e.logDir, frozen+".log"))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), `"msg":"sync attempt ended"`) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	stopStorm()
+	acked := wait()
+	recs := e.verify(acked, traces)
+
+	// Nothing of the stale attempt may follow the new attempt's first record
+	// in any partition: that would be the zombie publishing after takeover.
+	first := map[string]int64{}
+	for _, r := range attemptRecords(traces, fresh) {
+		k := r.cluster + "/" + r.topic + "/" + fmt.Sprint(r.partition)
+		if o, ok := first[k]; !ok || r.offset < o {
+			first[k] = r.offset
+		}
+	}
+	var late int
+	for _, r := range attemptRecords(traces, stale) {
+		if o, ok := first[r.cluster+"/"+r.topic+"/"+fmt.Sprint(r.partition)]; ok && r.offset > o {
+			late++
+		}
+	}
+	if late > 0 {
+		t.Errorf("the zombie attempt %s published %d records after %s took over", stale, late, fresh)
+	}
+	t.Logf("%d writes, %d records, %d duplicates; the zombie published nothing after the takeover",
+		len(acked), len(recs), duplicates(recs))
+}
+
+// attemptRecords returns the records published by one activity attempt.
+func attemptRecords(traces []*trace, attempt string) []published {
+	var out []published
+	for _, tr := range traces {
+		tr.mu.Lock()
+		for _, r := range tr.recs {
+			if r.attempt == attempt {
+				out = append(out, r)
+			}
+		}
+		tr.mu.Unlock()
+	}
+	return out
+}
