@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -161,7 +162,9 @@ func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, p
 	if err != nil {
 		return err
 	}
+	stopBeating := beatWhile(ctx, *prog)
 	cluster, err := a.pub.Publish(ctx, recs)
+	stopBeating()
 	if err != nil {
 		a.metrics.publishErrors.Inc()
 		return err
@@ -174,6 +177,38 @@ func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, p
 	prog.Lag = max(0, acked.Sub(page.Changes[len(page.Changes)-1].At))
 	a.metrics.checkpoint(acked)
 	return nil
+}
+
+// publishBeat is how often a publish in progress heartbeats (the unchanged
+// checkpoint): a publish that fails over to the other Kafka cluster may take
+// longer than the heartbeat timeout, and the attempt is alive meanwhile. The
+// publisher bounds every Kafka operation, so this cannot keep a hung attempt
+// alive.
+const publishBeat = time.Second
+
+// beatWhile heartbeats prog every publishBeat until the returned function is
+// called.
+func beatWhile(ctx context.Context, prog Progress) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(publishBeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				activity.RecordHeartbeat(ctx, prog)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 // failure returns the activity error for err if err cannot be retried within

@@ -63,11 +63,11 @@ func (s *syncer) activityOptions() workflow.ActivityOptions {
 		StartToCloseTimeout: s.opts.ReportInterval + time.Minute,
 		HeartbeatTimeout:    HeartbeatTimeout,
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    200 * time.Millisecond,
+			InitialInterval:    100 * time.Millisecond,
 			BackoffCoefficient: 2,
 			// Retries here follow worker deaths and fencing, not external's
 			// errors (the activity retries those itself): keep them prompt.
-			MaximumInterval:        2 * time.Second,
+			MaximumInterval:        time.Second,
 			NonRetryableErrorTypes: []string{activities.ErrTypeCursorExpired, activities.ErrTypeBadCursor},
 		},
 	}

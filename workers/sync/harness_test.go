@@ -224,6 +224,25 @@ func (e *syncEnv) waitActive(deadline time.Duration) string {
 	return who
 }
 
+// waitAttemptAfter waits until an attempt other than prev runs the sync
+// activity, and returns its worker and attempt.
+func (e *syncEnv) waitAttemptAfter(prev string) (worker, attempt string) {
+	e.t.Helper()
+	stacktest.WaitFor(e.t, time.Minute, "a new attempt of the sync activity", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var err error
+		if worker, attempt, err = e.activeAttempt(ctx); err != nil {
+			return err
+		}
+		if attempt == prev {
+			return errors.New("still " + prev)
+		}
+		return nil
+	})
+	return worker, attempt
+}
+
 // status queries the sync workflow.
 func (e *syncEnv) status(ctx context.Context) (workflows.Status, error) {
 	var st workflows.Status

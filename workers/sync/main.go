@@ -59,6 +59,11 @@ const (
 	// ensureInterval is how often the worker checks that the singleton runs
 	// (it restarts it after an operator terminated it, say).
 	ensureInterval = 30 * time.Second
+	// kafkaOperationTimeout bounds each Kafka transaction step per cluster.
+	kafkaOperationTimeout = 2 * time.Second
+	// heartbeatThrottle is the most often the running activity's checkpoint
+	// is sent to Temporal.
+	heartbeatThrottle = 500 * time.Millisecond
 	// dialRetryMax caps the backoff between attempts to reach Temporal.
 	dialRetryMax = 10 * time.Second
 )
@@ -100,6 +105,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	pub, err := publisher.New(publisher.Options{
 		Clusters: clusters, TransactionalID: cfg.TransactionalID, ClientID: "sync-" + cfg.Identity, Logger: log,
+		// A cluster that does not answer a transaction step within this is
+		// failed over from: well below the activity's heartbeat timeout, so
+		// the attempt fails over itself rather than being timed out.
+		OperationTimeout: kafkaOperationTimeout,
 	})
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
@@ -124,6 +133,12 @@ func run(ctx context.Context, log *slog.Logger) error {
 		// The workflow task after a failover must not wait long for a dead
 		// worker's sticky queue.
 		StickyScheduleToStartTimeout: time.Second,
+		// The SDK sends at most one heartbeat per throttle interval (by default
+		// 0.8 x the heartbeat timeout). A retried attempt resumes from the last
+		// heartbeat the server has, and republishes everything after it, so a
+		// short interval keeps the duplicates of a failover few, for two small
+		// RPCs a second.
+		MaxHeartbeatThrottleInterval: heartbeatThrottle,
 	})
 	w.RegisterWorkflow(workflows.Sync)
 	w.RegisterActivity(acts)

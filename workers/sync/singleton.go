@@ -32,6 +32,7 @@ func ensureSingleton(ctx context.Context, tc client.Client, log *slog.Logger) er
 	case err != nil:
 		return fmt.Errorf("describe workflow %s: %w", workflows.WorkflowID, err)
 	case desc.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
+		log.Debug("sync workflow running", "runId", desc.GetWorkflowExecutionInfo().GetExecution().GetRunId())
 		return nil
 	default:
 		info := desc.GetWorkflowExecutionInfo()

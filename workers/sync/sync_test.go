@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -58,12 +59,16 @@ func TestFiveWorkersStartingAtOnceRunOneExecution(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			i := strings.Index(string(b), `"msg":"sync workflow running","runId":"`)
-			if i < 0 {
+			for _, line := range strings.Split(string(b), "\n") {
+				var l struct{ Msg, RunID string }
+				if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "sync workflow running" {
+					runs[n] = l.RunID
+					break
+				}
+			}
+			if runs[n] == "" {
 				return fmt.Errorf("%s has not yet", n)
 			}
-			rest := string(b)[i+len(`"msg":"sync workflow running","runId":"`):]
-			runs[n] = rest[:strings.IndexByte(rest, '"')]
 		}
 		return nil
 	})
@@ -121,16 +126,23 @@ func TestKillStormLosesNothing(t *testing.T) {
 	const kills = 20
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 4))
 	var killed []string
+	var lastAttempt string
 	for i := range kills {
-		// A random moment: 0.2-2.2 s into the new holder's tenure.
+		// A random moment: 0.2-2.2 s into the tenure of an attempt that
+		// started after the last kill (the killed attempt stays listed as
+		// running until its heartbeat times out).
+		victim, attempt := e.waitAttemptAfter(lastAttempt)
 		time.Sleep(time.Duration(200+rng.IntN(2000)) * time.Millisecond)
-		victim := e.waitActive(time.Minute)
+		if v, a, err := e.activeAttempt(context.Background()); err == nil {
+			victim, attempt = v, a // the attempt may have rotated meanwhile
+		}
 		e.kill(victim)
 		killed = append(killed, victim)
+		lastAttempt = attempt
 		e.startWorker(victim, workers[victim]) // keep three replicas running
-		t.Logf("kill %d/%d: %s", i+1, kills, victim)
+		t.Logf("kill %d/%d: %s in attempt %s", i+1, kills, victim, attempt)
 	}
-	e.waitActive(time.Minute)
+	e.waitAttemptAfter(lastAttempt)
 	stopStorm()
 	acked := wait()
 
@@ -201,16 +213,22 @@ func TestFrozenWorkerIsFencedWhenItResumes(t *testing.T) {
 	e.signal(frozen, syscall.SIGCONT)
 	// The zombie learns it lost the activity (its heartbeat is rejected or its
 	// producer is fenced) and ends the stale attempt.
+	var ended string
 	stacktest.WaitFor(t, time.Minute, frozen+" to end its stale attempt", func() error {
 		b, err := os.ReadFile(filepath.Join(e.logDir, frozen+".log"))
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(string(b), `"msg":"sync attempt ended"`) {
-			return errors.New("not yet")
+		for _, line := range strings.Split(string(b), "\n") {
+			var l struct{ Msg, Reason string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "sync attempt ended" {
+				ended = l.Reason
+				return nil
+			}
 		}
-		return nil
+		return errors.New("not yet")
 	})
+	t.Logf("the zombie's attempt ended: %s", ended)
 	stopStorm()
 	acked := wait()
 	recs := e.verify(acked, traces)
