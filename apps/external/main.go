@@ -71,7 +71,14 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	log.Info("starting", "config", envconfig.LogValue(cfg))
 
-	pool, err := pgxpool.New(ctx, cfg.DSN)
+	poolCfg, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("configuration: PG_EXTERNAL_DSN: %w", err)
+	}
+	// Short statements only: JIT compilation, triggered by cost estimates of
+	// tables not yet analysed, made a feed page read 100x slower.
+	poolCfg.ConnConfig.RuntimeParams["jit"] = "off"
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("connect to Postgres: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -55,7 +56,7 @@ const adminToken = "test-admin-token"
 // kills and freezes. Kafka clusters and topics are the stack's; the test's
 // records are told apart by chat ID.
 type syncEnv struct {
-	t        *testing.T
+	t        testing.TB
 	stack    *devstack.Client
 	ns       string
 	tc       client.Client
@@ -65,6 +66,7 @@ type syncEnv struct {
 
 	mu      sync.Mutex
 	workers map[string]*workerProc
+	metrics map[string]string // worker name -> base URL of its /metrics
 }
 
 type workerProc struct {
@@ -72,14 +74,14 @@ type workerProc struct {
 	done chan struct{}
 }
 
-func newSyncEnv(t *testing.T) *syncEnv {
+func newSyncEnv(t testing.TB) *syncEnv {
 	t.Helper()
 	stack := stacktest.Connect(t)
 	ns, tc := stacktest.FreshNamespace(t, stack)
 	ext := externaltest.NewServer(t, api.Config{AdminToken: adminToken})
 	e := &syncEnv{
 		t: t, stack: stack, ns: ns, tc: tc, external: ext.URL,
-		txnID: stacktest.UniqueName("sync"), logDir: t.TempDir(), workers: map[string]*workerProc{},
+		txnID: stacktest.UniqueName("sync"), logDir: t.TempDir(), workers: map[string]*workerProc{}, metrics: map[string]string{},
 	}
 	t.Cleanup(e.stopAll)
 	return e
@@ -99,6 +101,7 @@ func (e *syncEnv) startWorker(name, region string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	addr := freeAddr(e.t)
 	cmd := exec.Command(workerBin)
 	cmd.Env = append(os.Environ(),
 		"TEMPORAL_ADDRESS="+stacktest.Env(e.t, e.stack, devstack.EnvTemporalAddress),
@@ -107,7 +110,7 @@ func (e *syncEnv) startWorker(name, region string) {
 		"KAFKA_BOOTSTRAP="+home,
 		"KAFKA_CLUSTER="+region,
 		"SYNC_TRANSACTIONAL_ID="+e.txnID,
-		"SYNC_LISTEN_ADDR=127.0.0.1:0",
+		"SYNC_LISTEN_ADDR="+addr,
 		"SYNC_IDENTITY="+name,
 		"LOG_LEVEL=debug",
 	)
@@ -127,7 +130,19 @@ func (e *syncEnv) startWorker(name, region string) {
 	}()
 	e.mu.Lock()
 	e.workers[name] = p
+	e.metrics[name] = "http://" + addr
 	e.mu.Unlock()
+}
+
+// freeAddr returns a loopback address with a port free right now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func (e *syncEnv) worker(name string) *workerProc {

@@ -34,14 +34,14 @@ type published struct {
 }
 
 // trace consumes change.TopicMessages and change.TopicChats of one cluster
-// from the beginning, read_committed, until the test ends.
+// from their ends at its start, read_committed, until the test ends.
 type trace struct {
 	mu   sync.Mutex
 	recs []published
 	err  error
 }
 
-func startTrace(t *testing.T, cluster, bootstrap string) *trace {
+func startTrace(t testing.TB, cluster, bootstrap string) *trace {
 	t.Helper()
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
 		"bootstrap.servers":                  bootstrap,
@@ -50,12 +50,35 @@ func startTrace(t *testing.T, cluster, bootstrap string) *trace {
 		"enable.auto.commit":                 false,
 		"isolation.level":                    "read_committed",
 		"topic.metadata.refresh.interval.ms": 1000,
-		"log_level":                          3,
+		// Fetches return as soon as a transaction commits, not after the
+		// default 500 ms wait: seenAt is when a consumer could see a record.
+		"fetch.wait.max.ms": 10,
+		"log_level":         3,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SubscribeTopics([]string{change.TopicMessages, change.TopicChats}, nil); err != nil {
+	// Start at the topics' current ends: everything the test publishes comes
+	// later, and a trace that first read the topics' whole history would see
+	// the test's records late.
+	var assign []kafka.TopicPartition
+	for _, topic := range []string{change.TopicMessages, change.TopicChats} {
+		md, err := c.GetMetadata(&topic, false, 10000)
+		if err != nil {
+			t.Fatalf("metadata of %s on %s: %v", topic, cluster, err)
+		}
+		for _, p := range md.Topics[topic].Partitions {
+			_, high, err := c.QueryWatermarkOffsets(topic, p.ID, 10000)
+			if err != nil {
+				t.Fatalf("offsets of %s[%d] on %s: %v", topic, p.ID, cluster, err)
+			}
+			assign = append(assign, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.Offset(high)})
+		}
+	}
+	if len(assign) == 0 {
+		t.Fatalf("no partitions of %s and %s on cluster %s", change.TopicMessages, change.TopicChats, cluster)
+	}
+	if err := c.Assign(assign); err != nil {
 		t.Fatal(err)
 	}
 	tr := &trace{}
@@ -206,7 +229,7 @@ func missing(acked []loadgen.Record, recs []published) []string {
 
 // waitDelivered waits until every acknowledged write is published and
 // returns the records of the writes' chats.
-func waitDelivered(t *testing.T, acked []loadgen.Record, deadline time.Duration, traces ...*trace) []published {
+func waitDelivered(t testing.TB, acked []loadgen.Record, deadline time.Duration, traces ...*trace) []published {
 	t.Helper()
 	chats := chatsOf(acked)
 	var recs []published
