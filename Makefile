@@ -24,12 +24,18 @@ test: bootstrap build vet
 	  $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -vxF "$(DISRUPTIVE)") && \
 	  $(GO) test $(GOTEST_FLAGS) $(DISRUPTIVE)'
 
-## bench: benchmarks against a real stack (single profile, its own state); figures go to BENCHMARKS.md.
-BENCH_STACK := -profile single -dir .devstack-bench -ports auto -fresh
+## bench: benchmarks against a real geo stack (its own state, free ports); rewrites the tables in BENCHMARKS.md.
+BENCH_STACK := -profile geo -dir .devstack-bench -ports auto -fresh
+BENCH := $(GO) test -run "^$$" -count 1 -timeout 30m
 bench: bootstrap build
-	$(DEVSTACK) exec $(BENCH_STACK) -- sh -c '\
-	  $(GO) test -run "^$$" -bench WriteToLongPoll -benchtime 300x -count 1 ./apps/external/ && \
-	  $(GO) test -run "^$$" -bench LoadgenThroughput -benchtime 5000x -count 1 ./apps/external/'
+	$(DEVSTACK) exec $(BENCH_STACK) -- bash -c 'set -eo pipefail; \
+	  { $(BENCH) -bench WriteToLongPoll -benchtime 300x ./apps/external/ && \
+	    $(BENCH) -bench LoadgenThroughput -benchtime 5000x ./apps/external/; } \
+	    | $(GO) run ./deploy/cmd/benchmd -section external; \
+	  { $(BENCH) -bench SyncFailoverGap -benchtime 20x ./workers/sync/ && \
+	    $(BENCH) -bench SyncLatency -benchtime 6000x ./workers/sync/ && \
+	    $(BENCH) -bench SyncThroughput -benchtime 20000x ./workers/sync/; } \
+	    | $(GO) run ./deploy/cmd/benchmd -section sync'
 
 ## bootstrap: install what a fresh machine lacks (idempotent; a second run downloads nothing).
 bootstrap:

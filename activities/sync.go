@@ -41,6 +41,9 @@ const (
 	// publishes (a 429's Retry-After may ask for longer).
 	retryInitial = 100 * time.Millisecond
 	retryMax     = 5 * time.Second
+	// maxRetryAfter caps how long a 429's Retry-After is honoured, so that
+	// one wait stays well inside the activity's start-to-close timeout.
+	maxRetryAfter = 30 * time.Second
 )
 
 // Activities are the sync's activities; register a *Activities with the
@@ -130,9 +133,9 @@ func (a *Activities) Sync(ctx context.Context, in SyncParams) (Progress, error) 
 		activity.RecordHeartbeat(ctx, prog)
 		delay := backoff.Next()
 		if ra, ok := feed.RetryAfter(err); ok {
-			delay = max(delay, ra)
+			delay = max(delay, min(ra, maxRetryAfter))
 		}
-		if !sleep(ctx, stop, delay) {
+		if !sleep(ctx, stop, delay, prog) {
 			continue // the loop's head returns
 		}
 	}
@@ -179,11 +182,11 @@ func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, p
 	return nil
 }
 
-// publishBeat is how often a publish in progress heartbeats (the unchanged
-// checkpoint): a publish that fails over to the other Kafka cluster may take
-// longer than the heartbeat timeout, and the attempt is alive meanwhile. The
-// publisher bounds every Kafka operation, so this cannot keep a hung attempt
-// alive.
+// publishBeat is how often a publish in progress, or a backoff, heartbeats
+// (the unchanged checkpoint): a publish that fails over to the other Kafka
+// cluster, or a backoff, may take longer than the heartbeat timeout, and the
+// attempt is alive meanwhile. The publisher bounds every Kafka operation and
+// backoffs are capped, so this cannot keep a hung attempt alive.
 const publishBeat = time.Second
 
 // beatWhile heartbeats prog every publishBeat until the returned function is
@@ -237,18 +240,26 @@ func failure(err error) error {
 	return nil
 }
 
-// sleep waits d, or less if the worker stops or ctx ends; it reports whether
-// it waited the whole time.
-func sleep(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
+// sleep waits d, or less if the worker stops or ctx ends, heartbeating prog
+// every publishBeat meanwhile (a backoff may be longer than the heartbeat
+// timeout); it reports whether it waited the whole time.
+func sleep(ctx context.Context, stop <-chan struct{}, d time.Duration, prog Progress) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-stop:
-	case <-ctx.Done():
+	beat := time.NewTicker(publishBeat)
+	defer beat.Stop()
+	for {
+		select {
+		case <-t.C:
+			return true
+		case <-beat.C:
+			activity.RecordHeartbeat(ctx, prog)
+		case <-stop:
+			return false
+		case <-ctx.Done():
+			return false
+		}
 	}
-	return false
 }
 
 // Records turns feed changes into Kafka records keyed by chat ID, in order:

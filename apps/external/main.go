@@ -24,6 +24,7 @@ import (
 	"github.com/chatpoc/chat-poc/apps/external/store"
 	"github.com/chatpoc/chat-poc/apps/external/web"
 	"github.com/chatpoc/chat-poc/internal/envconfig"
+	"github.com/chatpoc/chat-poc/internal/logging"
 )
 
 // Config is the service's configuration, read from these environment variables.
@@ -58,11 +59,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err := envconfig.Load(&cfg); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		return fmt.Errorf("configuration: LOG_LEVEL=%q: %w", cfg.LogLevel, err)
+	log, err := logging.New(cfg.LogLevel, "service", "external")
+	if err != nil {
+		return fmt.Errorf("configuration: LOG_LEVEL: %w", err)
 	}
-	log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", "external")
 	var faults api.Faults
 	if cfg.Faults != "" {
 		if err := json.Unmarshal([]byte(cfg.Faults), &faults); err != nil {

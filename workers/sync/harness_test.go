@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -256,6 +257,34 @@ func (e *syncEnv) waitAttemptAfter(prev string) (worker, attempt string) {
 		return nil
 	})
 	return worker, attempt
+}
+
+// threeWorkers are the failover scenarios' workers: name -> region.
+var threeWorkers = map[string]string{"sync-a1": "a", "sync-a2": "a", "sync-b1": "b"}
+
+// startWorkers starts the named workers (name -> region) and waits until
+// one of them runs the sync activity.
+func (e *syncEnv) startWorkers(workers map[string]string) {
+	e.t.Helper()
+	for n, region := range workers {
+		e.startWorker(n, region)
+	}
+	e.waitActive(time.Minute)
+}
+
+// killActive waits for an attempt other than last, lets it run for a random
+// moment of 0.2 to 2.2 s, kills -9 the worker running it and starts that
+// worker again (so as many replicas keep running). It returns the killed
+// worker, its attempt and when it was killed.
+func (e *syncEnv) killActive(last string, rng *rand.Rand, workers map[string]string) (victim, attempt string, killedAt time.Time) {
+	e.t.Helper()
+	e.waitAttemptAfter(last)
+	time.Sleep(time.Duration(200+rng.IntN(2000)) * time.Millisecond) // the random moment
+	victim, attempt = e.waitAttemptAfter(last)                       // the attempt may have rotated meanwhile
+	killedAt = time.Now()
+	e.kill(victim)
+	e.startWorker(victim, workers[victim])
+	return victim, attempt, killedAt
 }
 
 // status queries the sync workflow.

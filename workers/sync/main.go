@@ -30,6 +30,7 @@ import (
 	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/internal/envconfig"
 	"github.com/chatpoc/chat-poc/internal/feed"
+	"github.com/chatpoc/chat-poc/internal/logging"
 	"github.com/chatpoc/chat-poc/internal/publisher"
 	"github.com/chatpoc/chat-poc/workflows"
 )
@@ -83,16 +84,14 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err := envconfig.Load(&cfg); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		return fmt.Errorf("configuration: LOG_LEVEL=%q: %w", cfg.LogLevel, err)
-	}
 	if cfg.Identity == "" {
 		host, _ := os.Hostname()
 		cfg.Identity = host + ":" + strconv.Itoa(os.Getpid())
 	}
-	log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).
-		With("service", "sync", "identity", cfg.Identity)
+	log, err := logging.New(cfg.LogLevel, "service", "sync", "identity", cfg.Identity)
+	if err != nil {
+		return fmt.Errorf("configuration: LOG_LEVEL: %w", err)
+	}
 	log.Info("starting", "config", envconfig.LogValue(cfg))
 
 	fc, err := feed.New(cfg.ExternalURL, feed.Options{UserAgent: "chat-poc-sync/" + cfg.Identity})

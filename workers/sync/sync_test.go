@@ -113,11 +113,7 @@ func TestFiveWorkersStartingAtOnceRunOneExecution(t *testing.T) {
 func TestKillStormLosesNothing(t *testing.T) {
 	e := newSyncEnv(t)
 	traces := e.traces()
-	workers := map[string]string{"sync-a1": "a", "sync-a2": "a", "sync-b1": "b"}
-	for n, region := range workers {
-		e.startWorker(n, region)
-	}
-	e.waitActive(time.Minute)
+	e.startWorkers(threeWorkers)
 
 	ctx, stopStorm := context.WithCancel(context.Background())
 	defer stopStorm()
@@ -126,23 +122,14 @@ func TestKillStormLosesNothing(t *testing.T) {
 	const kills = 20
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 4))
 	var killed []string
-	var lastAttempt string
+	var last string
 	for i := range kills {
-		// A random moment: 0.2-2.2 s into the tenure of an attempt that
-		// started after the last kill (the killed attempt stays listed as
-		// running until its heartbeat times out).
-		victim, attempt := e.waitAttemptAfter(lastAttempt)
-		time.Sleep(time.Duration(200+rng.IntN(2000)) * time.Millisecond)
-		if v, a, err := e.activeAttempt(context.Background()); err == nil {
-			victim, attempt = v, a // the attempt may have rotated meanwhile
-		}
-		e.kill(victim)
+		victim, attempt, _ := e.killActive(last, rng, threeWorkers)
 		killed = append(killed, victim)
-		lastAttempt = attempt
-		e.startWorker(victim, workers[victim]) // keep three replicas running
+		last = attempt
 		t.Logf("kill %d/%d: %s in attempt %s", i+1, kills, victim, attempt)
 	}
-	e.waitAttemptAfter(lastAttempt)
+	e.waitAttemptAfter(last)
 	stopStorm()
 	acked := wait()
 
