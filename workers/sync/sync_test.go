@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -255,4 +256,59 @@ func attemptRecords(traces []*trace, attempt string) []published {
 		tr.mu.Unlock()
 	}
 	return out
+}
+
+func TestSIGTERMHandsTheSyncOverWithoutATimeout(t *testing.T) {
+	t.Parallel()
+	e := newSyncEnv(t)
+	e.startWorker("w1", "a")
+	e.startWorker("w2", "a")
+	who, attempt := e.waitAttemptAfter("")
+	e.signal(who, syscall.SIGTERM)
+	p := e.worker(who)
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s did not exit within a minute of SIGTERM", who)
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("%s exited with %d after SIGTERM, want 0", who, code)
+	}
+	next, nextAttempt := e.waitAttemptAfter(attempt)
+	t.Logf("%s ran attempt %s at SIGTERM; then %s ran %s", who, attempt, next, nextAttempt)
+	if next == who {
+		t.Errorf("%s runs the sync again after it exited", who)
+	}
+	// A handover completes the running execution in the attempt that ran at
+	// SIGTERM; a heartbeat timeout would have retried it (attempt 2).
+	scheduled, err := strconv.ParseInt(attempt[strings.IndexByte(attempt, '/')+1:strings.IndexByte(attempt, '#')], 10, 64)
+	if err != nil {
+		t.Fatalf("attempt %q: %v", attempt, err)
+	}
+	var startedAttempt int32
+	completed := false
+	it := e.tc.GetWorkflowHistory(context.Background(), workflows.WorkflowID, "", false, 0)
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil && a.GetScheduledEventId() == scheduled {
+			startedAttempt = a.GetAttempt()
+		}
+		if a := ev.GetActivityTaskCompletedEventAttributes(); a != nil && a.GetScheduledEventId() == scheduled {
+			completed = true
+		}
+	}
+	if !completed || startedAttempt != 1 {
+		t.Errorf("the execution running at SIGTERM: completed %v, last attempt %d; want completed by its first attempt",
+			completed, startedAttempt)
+	}
+	b, err := os.ReadFile(filepath.Join(e.logDir, who+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "handing the sync over") {
+		t.Errorf("%s's log does not show the handover", who)
+	}
 }
