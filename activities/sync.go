@@ -37,6 +37,11 @@ const (
 	// heartbeat interval of an idle activity near 1 s, well inside the
 	// workflow's heartbeat timeout.
 	longPollWait = time.Second
+	// pollMargin is how much longer than its long-poll wait a poll may take
+	// before it counts as failed (a hung or very slow external): kept below
+	// the heartbeat timeout, so that a slow external is retried, visibly,
+	// by the attempt itself instead of looking like a dead worker.
+	pollMargin = 2 * time.Second
 	// retryInitial and retryMax bound the backoff between failed polls or
 	// publishes (a 429's Retry-After may ask for longer).
 	retryInitial = 100 * time.Millisecond
@@ -146,7 +151,9 @@ func (a *Activities) Sync(ctx context.Context, in SyncParams) (Progress, error) 
 // after Kafka acknowledged the whole page.
 func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, pageSize int, wait time.Duration) error {
 	began := time.Now()
-	page, err := a.feed.Poll(ctx, prog.Cursor, pageSize, wait)
+	pctx, cancel := context.WithTimeout(ctx, wait+pollMargin)
+	page, err := a.feed.Poll(pctx, prog.Cursor, pageSize, wait)
+	cancel()
 	if err != nil {
 		a.metrics.polls.WithLabelValues(pollError).Inc()
 		return err

@@ -146,6 +146,27 @@ func TestExternalMisbehavingLosesNothingAndDoesNotBusyLoop(t *testing.T) {
 		t.Errorf("%d feed requests in %s answered 429 with Retry-After 2s", n, window)
 	}
 
+	// Too slow: every answer takes longer than the heartbeat timeout. The
+	// attempt gives up on each poll itself and retries, heartbeating, so the
+	// server never times it out (which would move the sync from worker to
+	// worker for nothing): the attempt running now is a first attempt.
+	e.setFaults(`{"latency": "6s"}`)
+	stacktest.WaitFor(t, time.Minute, "the status query to show the slow poll", func() error {
+		qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := e.status(qctx)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(st.LastError, "deadline") && !strings.Contains(st.LastError, "no complete response") {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	if _, attempt := e.waitAttemptAfter(""); !strings.HasSuffix(attempt, "#1") {
+		t.Errorf("attempt %s while external is slow: the server timed out an attempt", attempt)
+	}
+
 	// Everything at once, under load; then no faults while the sync catches up.
 	e.setFaults(`{"latency": "10ms", "latencyJitter": "30ms", "errorRate": 0.1, "throttleRate": 0.05,
 		"retryAfter": "1s", "dropRate": 0.05}`)
