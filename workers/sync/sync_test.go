@@ -16,6 +16,7 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/chatpoc/chat-poc/apps/external/loadgen"
 	"github.com/chatpoc/chat-poc/deploy/devstack"
@@ -310,5 +311,58 @@ func TestSIGTERMHandsTheSyncOverWithoutATimeout(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "handing the sync over") {
 		t.Errorf("%s's log does not show the handover", who)
+	}
+}
+
+func TestTerminatedSingletonRestartsFromItsCheckpoint(t *testing.T) {
+	t.Parallel()
+	e := newSyncEnv(t)
+	e.startWorker("w1", "a")
+	e.waitActive(time.Minute)
+	acked := e.storm(context.Background(), loadgen.Config{Rate: 50, MaxOps: 50, Chats: 3})()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var before workflows.Status
+	stacktest.WaitFor(t, time.Minute, "the status to show the storm's changes", func() error {
+		var err error
+		if before, err = e.status(ctx); err != nil {
+			return err
+		}
+		if before.Totals.Changes < int64(len(acked)) {
+			return fmt.Errorf("%d changes so far", before.Totals.Changes)
+		}
+		return nil
+	})
+	desc, err := e.tc.DescribeWorkflowExecution(ctx, workflows.WorkflowID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldRun := desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+	if err := e.tc.TerminateWorkflow(ctx, workflows.WorkflowID, oldRun, "operator mistake"); err != nil {
+		t.Fatal(err)
+	}
+	// A worker that starts now finds the closed run and starts a new one
+	// from the closed run's checkpoint, not from the start of the feed.
+	e.startWorker("w2", "a")
+	var in workflows.SyncInput
+	stacktest.WaitFor(t, time.Minute, "a new run of the singleton", func() error {
+		desc, err := e.tc.DescribeWorkflowExecution(ctx, workflows.WorkflowID, "")
+		if err != nil {
+			return err
+		}
+		run := desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+		if run == oldRun {
+			return errors.New("still the terminated run")
+		}
+		it := e.tc.GetWorkflowHistory(ctx, workflows.WorkflowID, run, false, 0)
+		ev, err := it.Next()
+		if err != nil {
+			return err
+		}
+		return converter.GetDefaultDataConverter().FromPayloads(
+			ev.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in)
+	})
+	if in.Cursor == "" || in.Totals.Changes < before.Totals.Changes {
+		t.Errorf("new run started with %+v; want the terminated run's cursor and totals (%+v)", in, before)
 	}
 }
