@@ -36,8 +36,11 @@ type published struct {
 // trace consumes change.TopicMessages and change.TopicChats of one cluster
 // from their ends at its start, read_committed, until the test ends.
 type trace struct {
+	cluster, bootstrap string
+
 	mu   sync.Mutex
 	recs []published
+	seen map[string]bool // topic/partition/offset of every record in recs
 	err  error
 }
 
@@ -81,7 +84,7 @@ func startTrace(t testing.TB, cluster, bootstrap string) *trace {
 	if err := c.Assign(assign); err != nil {
 		t.Fatal(err)
 	}
-	tr := &trace{}
+	tr := &trace{cluster: cluster, bootstrap: bootstrap, seen: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -93,11 +96,15 @@ func startTrace(t testing.TB, cluster, bootstrap string) *trace {
 				continue
 			}
 			rec, err := decodePublished(cluster, m)
+			at := fmt.Sprint(rec.topic, "/", rec.partition, "/", rec.offset)
 			tr.mu.Lock()
 			if err != nil && tr.err == nil {
 				tr.err = err
 			}
-			tr.recs = append(tr.recs, rec)
+			if !tr.seen[at] { // a re-read after an offset reset is not a new record
+				tr.seen[at] = true
+				tr.recs = append(tr.recs, rec)
+			}
 			tr.mu.Unlock()
 		}
 	}()
@@ -232,18 +239,86 @@ func missing(acked []loadgen.Record, recs []published) []string {
 func waitDelivered(t testing.TB, acked []loadgen.Record, deadline time.Duration, traces ...*trace) []published {
 	t.Helper()
 	chats := chatsOf(acked)
-	var recs []published
-	stacktest.WaitFor(t, deadline, fmt.Sprintf("all %d acknowledged writes in Kafka", len(acked)), func() error {
+	var (
+		recs []published
+		lost []string
+	)
+	for end := time.Now().Add(deadline); ; time.Sleep(100 * time.Millisecond) {
 		var err error
 		if recs, err = records(chats, traces...); err != nil {
-			return err
+			t.Fatal(err)
 		}
-		if m := missing(acked, recs); len(m) > 0 {
-			return fmt.Errorf("%d lost so far, e.g. %s", len(m), strings.Join(m[:min(5, len(m))], "; "))
+		if lost = missing(acked, recs); len(lost) == 0 {
+			return recs
 		}
-		return nil
+		if time.Now().After(end) {
+			break
+		}
+	}
+	// Tell a loss from a trace that missed records, and from records stuck
+	// behind an open transaction: read every cluster's topics again, from the
+	// beginning, committed only and then everything.
+	var committed, all []published
+	for _, tr := range traces {
+		committed = append(committed, rescan(t, tr.cluster, tr.bootstrap, chats, "read_committed")...)
+		all = append(all, rescan(t, tr.cluster, tr.bootstrap, chats, "read_uncommitted")...)
+	}
+	t.Fatalf("waited %s for all %d acknowledged writes in Kafka: %d lost, e.g. %s; re-reading the topics from the start, "+
+		"%d are missing read_committed and %d read_uncommitted",
+		deadline, len(acked), len(lost), strings.Join(lost[:min(5, len(lost))], "; "),
+		len(missing(acked, committed)), len(missing(acked, all)))
+	return nil
+}
+
+// rescan reads change.TopicMessages and change.TopicChats of one cluster
+// from the beginning to their current ends (for at most a minute) with the
+// given isolation level, and returns the records of the given chats.
+func rescan(t testing.TB, cluster, bootstrap string, chats map[string]bool, isolation string) []published {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": bootstrap, "group.id": stacktest.UniqueName("sync-rescan"),
+		"enable.auto.commit": false, "isolation.level": isolation, "log_level": 3,
 	})
-	return recs
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ends := map[string]int64{}
+	var assign []kafka.TopicPartition
+	for _, topic := range []string{change.TopicMessages, change.TopicChats} {
+		md, err := c.GetMetadata(&topic, false, 10000)
+		if err != nil {
+			t.Fatalf("rescan %s: %v", cluster, err)
+		}
+		for _, p := range md.Topics[topic].Partitions {
+			_, high, err := c.QueryWatermarkOffsets(topic, p.ID, 10000)
+			if err != nil {
+				t.Fatalf("rescan %s: %v", cluster, err)
+			}
+			if high > 0 {
+				ends[fmt.Sprint(topic, "/", p.ID)] = high
+				assign = append(assign, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.OffsetBeginning})
+			}
+		}
+	}
+	if err := c.Assign(assign); err != nil {
+		t.Fatal(err)
+	}
+	var out []published
+	for deadline := time.Now().Add(time.Minute); len(ends) > 0 && time.Now().Before(deadline); {
+		m, ok := c.Poll(100).(*kafka.Message)
+		if !ok {
+			continue
+		}
+		k := fmt.Sprint(*m.TopicPartition.Topic, "/", m.TopicPartition.Partition)
+		if int64(m.TopicPartition.Offset)+1 >= ends[k] {
+			delete(ends, k)
+		}
+		if r, err := decodePublished(cluster, m); err == nil && chats[r.chatID] {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // orderViolations lists records that carried a version of a chat for the

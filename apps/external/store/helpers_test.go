@@ -21,19 +21,7 @@ func freshDSN(t *testing.T) string {
 // openPool opens a pool on dsn, closed when the test ends.
 func openPool(t *testing.T, dsn string, maxConns int32) *pgxpool.Pool {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		t.Fatalf("parse DSN: %v", err)
-	}
-	cfg.MaxConns = maxConns
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("open pool: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	return stacktest.Pool(t, dsn, maxConns)
 }
 
 // openStore migrates the database of dsn and returns a Store on it, closed

@@ -3,113 +3,24 @@ package store
 import (
 	"context"
 	"embed"
-	"fmt"
-	"io/fs"
-	"path"
-	"slices"
-	"strconv"
-	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/chatpoc/chat-poc/internal/pgmigrate"
 )
 
 // migrationFS holds the schema migrations: migrations/NNNN_name.sql, applied
-// in the order of NNNN, each in its own transaction (so a migration must not
-// use statements that cannot run in one, such as CREATE INDEX CONCURRENTLY).
+// in the order of NNNN, each in its own transaction.
 //
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-// The two-key advisory lock that serializes Migrate across processes. The
-// one-key space belongs to the chat locks (lockChatSQL).
-const (
-	migrateLockClass = 0x0e87 // "ext"ernal store
-	migrateLockID    = 1
-)
+// migrateLockClass is the first key of the two-key advisory lock that
+// serializes migrations across processes.
+const migrateLockClass = 0x0e87 // "ext"ernal store; the one-key space belongs to the chat locks (lockChatSQL)
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// loadMigrations reads and orders the migrations in fsys.
-func loadMigrations(fsys fs.FS) ([]migration, error) {
-	files, err := fs.Glob(fsys, "migrations/*.sql")
-	if err != nil {
-		return nil, fmt.Errorf("list migrations: %w", err)
-	}
-	var migs []migration
-	for _, f := range files {
-		name := strings.TrimSuffix(path.Base(f), ".sql")
-		prefix, _, ok := strings.Cut(name, "_")
-		v, err := strconv.Atoi(prefix)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: name is not NNNN_name.sql", f)
-		}
-		b, err := fs.ReadFile(fsys, f)
-		if err != nil {
-			return nil, fmt.Errorf("read migration %s: %w", f, err)
-		}
-		migs = append(migs, migration{version: v, name: name, sql: string(b)})
-	}
-	slices.SortFunc(migs, func(a, b migration) int { return a.version - b.version })
-	for i := 1; i < len(migs); i++ {
-		if migs[i].version == migs[i-1].version {
-			return nil, fmt.Errorf("migrations %s and %s share version %d", migs[i-1].name, migs[i].name, migs[i].version)
-		}
-	}
-	return migs, nil
-}
-
-// Migrate brings the database of pool to the newest schema: it applies the
-// embedded migrations that the schema_migrations table does not list yet, in
-// order, each in its own transaction together with its schema_migrations row.
-// Each transaction first takes an advisory lock and then re-checks whether its
-// migration is applied, so any number of processes may run Migrate at once.
+// Migrate brings the database of pool to the newest schema (see
+// pgmigrate.Apply); any number of processes may run it at once.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	migs, err := loadMigrations(migrationFS)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	for _, m := range migs {
-		if err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
-			return applyMigration(ctx, tx, m)
-		}); err != nil {
-			return fmt.Errorf("migrate: apply %s: %w", m.name, err)
-		}
-	}
-	return nil
-}
-
-func applyMigration(ctx context.Context, tx pgx.Tx, m migration) error {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, int32(migrateLockClass), int32(migrateLockID)); err != nil {
-		return fmt.Errorf("lock: %w", err)
-	}
-	// Under the lock, and each statement with a fresh READ COMMITTED snapshot:
-	// this sees every migration another process committed while we waited.
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-        version    integer PRIMARY KEY,
-        name       text NOT NULL,
-        applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
-	}
-	var applied bool
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, m.version).
-		Scan(&applied); err != nil {
-		return fmt.Errorf("read schema_migrations: %w", err)
-	}
-	if applied {
-		return nil
-	}
-	// No arguments: pgx sends it as a simple query, so a file may hold many
-	// statements.
-	if _, err := tx.Exec(ctx, m.sql); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
-		return fmt.Errorf("record in schema_migrations: %w", err)
-	}
-	return nil
+	return pgmigrate.Apply(ctx, pool, migrationFS, migrateLockClass)
 }

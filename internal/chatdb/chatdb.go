@@ -1,0 +1,364 @@
+// Package chatdb is the internal system's Postgres layer: the chats and
+// messages synced from the external service, and the Kafka offsets of the
+// writer that keeps them. The writer applies batches of change records with
+// Apply; the internal app reads with Chats and Messages.
+//
+// Every row keeps the version of the last change applied to it and Apply
+// writes a change only if its version is newer (last writer wins), so Kafka's
+// at-least-once delivery — duplicates, replays, mirrored copies, any arrival
+// order — has exactly-once effect. A chat's delete soft-deletes its messages,
+// including ones that arrive after it.
+package chatdb
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/chatpoc/chat-poc/internal/change"
+)
+
+// ErrNotFound is returned by Messages for a chat of which neither the chat
+// nor any message is stored.
+var ErrNotFound = errors.New("not found")
+
+// Offset is a Kafka partition's position: Next is the offset of the next
+// record to read, one past the last record a batch covers.
+type Offset struct {
+	Topic     string
+	Partition int32
+	Next      int64
+}
+
+// Batch is what one Apply writes in one transaction: change records in any
+// order, duplicates allowed, and the offsets just past the records they came
+// from.
+type Batch struct {
+	Messages []change.Message
+	Chats    []change.Chat
+	Offsets  []Offset
+}
+
+// Applied counts what an Apply did with a batch's records. Every record is
+// either written or stale: a stale one's version was not newer than the
+// stored row's, or than another record's of the same ID in the batch.
+type Applied struct {
+	MessagesWritten int
+	MessagesStale   int
+	ChatsWritten    int
+	ChatsStale      int
+	// MessagesDeletedWithChat counts stored messages that a chat delete of
+	// the batch soft-deleted. Messages the batch itself writes for a deleted
+	// chat are stored deleted and counted as written, not here.
+	MessagesDeletedWithChat int
+}
+
+// DB reads and writes the internal database.
+type DB struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a DB on pool, whose database Migrate has brought up to date.
+func New(pool *pgxpool.Pool) *DB {
+	return &DB{pool: pool}
+}
+
+// The statements of Apply. Each takes its rows as parallel arrays and unnests
+// them, so a batch of any size is one statement per table.
+const (
+	// lockChatsSQL takes a transaction-level advisory lock per chat of the
+	// batch (keys sorted, so two batches cannot deadlock). It serializes the
+	// transactions that touch one chat: without it, a message inserted
+	// concurrently with its chat's delete could miss both the delete's
+	// UPDATE (not committed yet) and the deleted chat row (not committed
+	// yet), and stay visible forever.
+	lockChatsSQL = `SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k`
+
+	upsertChatsSQL = `
+INSERT INTO chats AS c (id, is_deleted, version)
+SELECT * FROM unnest($1::text[], $2::boolean[], $3::bigint[])
+ON CONFLICT (id) DO UPDATE
+    SET is_deleted = EXCLUDED.is_deleted, version = EXCLUDED.version, replicated_at = now()
+    WHERE c.version < EXCLUDED.version`
+
+	// deleteChatsMessagesSQL soft-deletes the stored messages of the given
+	// chats whose rows now say deleted. The version of a message stays: it
+	// is external's version of the message, which the chat delete did not
+	// change; newer versions of it are stored deleted by upsertMessagesSQL.
+	deleteChatsMessagesSQL = `
+UPDATE messages AS m SET is_deleted = true, replicated_at = now()
+FROM chats AS c
+WHERE c.id = ANY($1::text[]) AND c.is_deleted AND m.chat_id = c.id AND NOT m.is_deleted`
+
+	// upsertMessagesSQL stores a message deleted if its chat's row says
+	// deleted (read after this transaction's chat writes, and under the chat
+	// lock, so also after every other transaction's).
+	upsertMessagesSQL = `
+INSERT INTO messages AS m (id, chat_id, content, created_at, updated_at, is_deleted, version)
+SELECT i.id, i.chat_id, i.content, i.created_at, i.updated_at,
+       i.is_deleted OR EXISTS (SELECT 1 FROM chats AS c WHERE c.id = i.chat_id AND c.is_deleted),
+       i.version
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::boolean[], $7::bigint[])
+    AS i (id, chat_id, content, created_at, updated_at, is_deleted, version)
+ON CONFLICT (id) DO UPDATE
+    SET chat_id = EXCLUDED.chat_id, content = EXCLUDED.content,
+        created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+        is_deleted = EXCLUDED.is_deleted, version = EXCLUDED.version, replicated_at = now()
+    WHERE m.version < EXCLUDED.version`
+
+	upsertOffsetsSQL = `
+INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset)
+SELECT $1, t, p, n FROM unnest($2::text[], $3::int[], $4::bigint[]) AS i (t, p, n)
+ON CONFLICT (group_id, topic, partition) DO UPDATE
+    SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset)`
+)
+
+// Apply writes batch b and the offsets of consumer group group in one
+// transaction: the chats and messages whose versions are newer than the
+// stored ones (last writer wins), the soft deletes of deleted chats'
+// messages, and the offsets, each of which only ever moves forward. Either
+// all of it is committed or nothing is.
+//
+// Apply first checks every record (see CheckMessage, CheckChat) and every
+// offset; if one is malformed it writes nothing and returns an error that
+// wraps change.ErrInvalid for a record. A batch costs the same few round trips
+// whatever its size.
+func (db *DB) Apply(ctx context.Context, group string, b Batch) (Applied, error) {
+	if err := checkBatch(group, b); err != nil {
+		return Applied{}, fmt.Errorf("apply batch: %w", err)
+	}
+	msgs, chats, offsets := latestMessages(b.Messages), latestChats(b.Chats), maxOffsets(b.Offsets)
+	if len(msgs)+len(chats)+len(offsets) == 0 {
+		return Applied{}, nil
+	}
+
+	q := &pgx.Batch{}
+	locks := chatLockKeys(msgs, chats)
+	if len(locks) > 0 {
+		q.Queue(lockChatsSQL, locks)
+	}
+	var deletes []string
+	if len(chats) > 0 {
+		ids := make([]string, len(chats))
+		deleted := make([]bool, len(chats))
+		versions := make([]int64, len(chats))
+		for i, c := range chats {
+			ids[i], deleted[i], versions[i] = c.ID, c.Type == change.ChatDelete, c.Version
+			if deleted[i] {
+				deletes = append(deletes, c.ID)
+			}
+		}
+		q.Queue(upsertChatsSQL, ids, deleted, versions)
+	}
+	if len(deletes) > 0 {
+		q.Queue(deleteChatsMessagesSQL, deletes)
+	}
+	if len(msgs) > 0 {
+		n := len(msgs)
+		ids, chatIDs, contents := make([]string, n), make([]string, n), make([]string, n)
+		created, updated := make([]time.Time, n), make([]time.Time, n)
+		deleted, versions := make([]bool, n), make([]int64, n)
+		for i, m := range msgs {
+			ids[i], chatIDs[i], contents[i] = m.ID, m.ChatID, m.Content
+			created[i], updated[i] = m.CreatedAt, m.UpdatedAt
+			deleted[i], versions[i] = m.IsDeleted, m.Version
+		}
+		q.Queue(upsertMessagesSQL, ids, chatIDs, contents, created, updated, deleted, versions)
+	}
+	if len(offsets) > 0 {
+		topics, partitions, nexts := make([]string, len(offsets)), make([]int32, len(offsets)), make([]int64, len(offsets))
+		for i, o := range offsets {
+			topics[i], partitions[i], nexts[i] = o.Topic, o.Partition, o.Next
+		}
+		q.Queue(upsertOffsetsSQL, group, topics, partitions, nexts)
+	}
+
+	var a Applied
+	// READ COMMITTED whatever the server's default: each statement must see
+	// what the transactions that held the chat locks before us committed.
+	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		res := tx.SendBatch(ctx, q)
+		defer res.Close()
+		if len(locks) > 0 {
+			if _, err := res.Exec(); err != nil {
+				return fmt.Errorf("lock %d chats: %w", len(locks), err)
+			}
+		}
+		if len(chats) > 0 {
+			tag, err := res.Exec()
+			if err != nil {
+				return fmt.Errorf("upsert %d chats: %w", len(chats), err)
+			}
+			a.ChatsWritten = int(tag.RowsAffected())
+		}
+		if len(deletes) > 0 {
+			tag, err := res.Exec()
+			if err != nil {
+				return fmt.Errorf("soft-delete messages of %d deleted chats: %w", len(deletes), err)
+			}
+			a.MessagesDeletedWithChat = int(tag.RowsAffected())
+		}
+		if len(msgs) > 0 {
+			tag, err := res.Exec()
+			if err != nil {
+				return fmt.Errorf("upsert %d messages: %w", len(msgs), err)
+			}
+			a.MessagesWritten = int(tag.RowsAffected())
+		}
+		if len(offsets) > 0 {
+			if _, err := res.Exec(); err != nil {
+				return fmt.Errorf("store %d offsets of group %s: %w", len(offsets), group, err)
+			}
+		}
+		return res.Close()
+	})
+	if err != nil {
+		return Applied{}, fmt.Errorf("apply batch of %d messages, %d chats, %d offsets: %w",
+			len(b.Messages), len(b.Chats), len(b.Offsets), err)
+	}
+	a.MessagesStale = len(b.Messages) - a.MessagesWritten
+	a.ChatsStale = len(b.Chats) - a.ChatsWritten
+	return a, nil
+}
+
+// CheckMessage reports whether Apply accepts m: m.Validate, and text that
+// Postgres can store (valid UTF-8 without NUL bytes, which JSON's \u0000
+// decodes to). The writer can use it to dead-letter a record before batching
+// it. Its errors wrap change.ErrInvalid.
+func CheckMessage(m change.Message) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	for _, s := range []string{m.ID, m.ChatID, m.Content} {
+		if err := storableText(s); err != nil {
+			return fmt.Errorf("%w: message %q: %s", change.ErrInvalid, m.ID, err)
+		}
+	}
+	return nil
+}
+
+// CheckChat reports whether Apply accepts c: c.Validate, and an ID that
+// Postgres can store. Its errors wrap change.ErrInvalid.
+func CheckChat(c change.Chat) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if err := storableText(c.ID); err != nil {
+		return fmt.Errorf("%w: chat %q: %s", change.ErrInvalid, c.ID, err)
+	}
+	return nil
+}
+
+func storableText(s string) error {
+	switch {
+	case !utf8.ValidString(s):
+		return errors.New("text is not valid UTF-8")
+	case strings.IndexByte(s, 0) >= 0:
+		return errors.New("text contains a NUL byte")
+	}
+	return nil
+}
+
+// checkBatch checks everything Apply would write before it starts writing.
+func checkBatch(group string, b Batch) error {
+	for i, m := range b.Messages {
+		if err := CheckMessage(m); err != nil {
+			return fmt.Errorf("message %d of %d: %w", i+1, len(b.Messages), err)
+		}
+	}
+	for i, c := range b.Chats {
+		if err := CheckChat(c); err != nil {
+			return fmt.Errorf("chat event %d of %d: %w", i+1, len(b.Chats), err)
+		}
+	}
+	if len(b.Offsets) > 0 {
+		if err := storableText(group); group == "" || err != nil {
+			return fmt.Errorf("offsets of consumer group %q: bad group name", group)
+		}
+	}
+	for _, o := range b.Offsets {
+		if err := storableText(o.Topic); o.Topic == "" || err != nil || o.Partition < 0 || o.Next < 0 {
+			return fmt.Errorf("bad offset %+v", o)
+		}
+	}
+	return nil
+}
+
+// latestMessages returns the highest version of each message in msgs: one
+// statement's ON CONFLICT cannot touch a row twice.
+func latestMessages(msgs []change.Message) []change.Message {
+	return latest(msgs, func(m change.Message) (string, int64) { return m.ID, m.Version })
+}
+
+// latestChats returns the highest version of each chat's events in chats.
+func latestChats(chats []change.Chat) []change.Chat {
+	return latest(chats, func(c change.Chat) (string, int64) { return c.ID, c.Version })
+}
+
+// latest keeps, per key, the first of the items with the highest version, in
+// the order of their keys' first appearance.
+func latest[T any](items []T, keyVersion func(T) (string, int64)) []T {
+	type kept struct {
+		at      int
+		version int64
+	}
+	seen := make(map[string]kept, len(items))
+	out := make([]T, 0, len(items))
+	for _, it := range items {
+		k, v := keyVersion(it)
+		switch old, ok := seen[k]; {
+		case !ok:
+			seen[k] = kept{len(out), v}
+			out = append(out, it)
+		case v > old.version:
+			seen[k] = kept{old.at, v}
+			out[old.at] = it
+		}
+	}
+	return out
+}
+
+// maxOffsets returns the highest offset of each partition in offsets, sorted
+// by topic and partition so that two transactions lock offset rows in the
+// same order.
+func maxOffsets(offsets []Offset) []Offset {
+	out := slices.Clone(offsets)
+	slices.SortFunc(out, func(a, b Offset) int {
+		return cmp.Or(
+			strings.Compare(a.Topic, b.Topic),
+			cmp.Compare(a.Partition, b.Partition),
+			cmp.Compare(b.Next, a.Next), // highest first: CompactFunc keeps the first
+		)
+	})
+	return slices.CompactFunc(out, func(a, b Offset) bool { return a.Topic == b.Topic && a.Partition == b.Partition })
+}
+
+// chatLockKeys returns the sorted, distinct advisory lock keys of the chats
+// that msgs and chats touch. Two chats that share a key only wait for each
+// other.
+func chatLockKeys(msgs []change.Message, chats []change.Chat) []int64 {
+	keys := make([]int64, 0, len(msgs)+len(chats))
+	for _, m := range msgs {
+		keys = append(keys, chatLockKey(m.ChatID))
+	}
+	for _, c := range chats {
+		keys = append(keys, chatLockKey(c.ID))
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+func chatLockKey(chatID string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(chatID))
+	return int64(h.Sum64())
+}

@@ -1,0 +1,107 @@
+package chatdb
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/chatpoc/chat-poc/internal/change"
+)
+
+// Chat is a stored chat that is not deleted.
+type Chat struct {
+	ID string
+	// Version is the version of the last chat event applied.
+	Version int64
+	// ReplicatedAt is when the writer last changed the row.
+	ReplicatedAt time.Time
+}
+
+// Offsets returns the stored offsets of consumer group group, by topic and
+// partition: where its consumers resume reading.
+func (db *DB) Offsets(ctx context.Context, group string) ([]Offset, error) {
+	rows, err := db.pool.Query(ctx, `
+SELECT topic, partition, next_offset FROM consumer_offsets
+WHERE group_id = $1 ORDER BY topic, partition`, group)
+	if err != nil {
+		return nil, fmt.Errorf("read offsets of group %s: %w", group, err)
+	}
+	offsets, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Offset])
+	if err != nil {
+		return nil, fmt.Errorf("read offsets of group %s: %w", group, err)
+	}
+	return offsets, nil
+}
+
+// Chats returns the chats that are not deleted, by ID. A chat of which only
+// messages have arrived yet is not among them.
+func (db *DB) Chats(ctx context.Context) ([]Chat, error) {
+	rows, err := db.pool.Query(ctx, `
+SELECT id, version, replicated_at FROM chats WHERE NOT is_deleted ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("read chats: %w", err)
+	}
+	chats, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Chat, error) {
+		var c Chat
+		err := row.Scan(&c.ID, &c.Version, &c.ReplicatedAt)
+		c.ReplicatedAt = c.ReplicatedAt.UTC()
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read chats: %w", err)
+	}
+	return chats, nil
+}
+
+// Messages returns every stored message of chat chatID, deleted ones
+// included, by creation time and ID, and whether the chat's row says it is
+// deleted (false while only its messages have arrived). Times are in UTC, to
+// the microsecond. It returns ErrNotFound if neither the chat nor any of its
+// messages is stored.
+func (db *DB) Messages(ctx context.Context, chatID string) ([]change.Message, bool, error) {
+	// One statement, so the flag and the messages come from one snapshot: a
+	// row per message, or a single row of NULL message columns.
+	rows, err := db.pool.Query(ctx, `
+SELECT c.id IS NOT NULL, coalesce(c.is_deleted, false),
+       m.id, m.content, m.created_at, m.updated_at, m.is_deleted, m.version
+FROM (VALUES ($1::text)) AS k (id)
+LEFT JOIN chats AS c ON c.id = k.id
+LEFT JOIN messages AS m ON m.chat_id = k.id
+ORDER BY m.created_at, m.id`, chatID)
+	if err != nil {
+		return nil, false, fmt.Errorf("read messages of chat %s: %w", chatID, err)
+	}
+	defer rows.Close()
+	var (
+		msgs                    = []change.Message{}
+		chatStored, chatDeleted bool
+	)
+	for rows.Next() {
+		var (
+			id, content      *string
+			created, updated *time.Time
+			deleted          *bool
+			version          *int64
+		)
+		if err := rows.Scan(&chatStored, &chatDeleted, &id, &content, &created, &updated, &deleted, &version); err != nil {
+			return nil, false, fmt.Errorf("read messages of chat %s: %w", chatID, err)
+		}
+		if id == nil {
+			continue // the chat has no messages
+		}
+		msgs = append(msgs, change.Message{
+			ID: *id, ChatID: chatID, Content: *content,
+			CreatedAt: created.UTC(), UpdatedAt: updated.UTC(),
+			IsDeleted: *deleted, Version: *version,
+		})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("read messages of chat %s: %w", chatID, err)
+	}
+	if !chatStored && len(msgs) == 0 {
+		return nil, false, fmt.Errorf("chat %s: %w", chatID, ErrNotFound)
+	}
+	return msgs, chatDeleted, nil
+}
