@@ -1,0 +1,57 @@
+package change_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatpoc/chat-poc/internal/change"
+)
+
+func TestDecodeValidatesRecords(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC).Format(time.RFC3339Nano)
+	big := strings.Repeat("x", change.MaxContentBytes+1)
+	for _, tc := range []struct {
+		name, value string
+		chat, ok    bool
+	}{
+		{name: "message", value: `{"id":"m","chatId":"c","content":"hi","createdAt":"` + at + `","updatedAt":"` + at + `","isDeleted":false,"version":3}`, ok: true},
+		{name: "message without id", value: `{"chatId":"c","createdAt":"` + at + `","updatedAt":"` + at + `","version":3}`},
+		{name: "message without chat", value: `{"id":"m","createdAt":"` + at + `","updatedAt":"` + at + `","version":3}`},
+		{name: "message without version", value: `{"id":"m","chatId":"c","createdAt":"` + at + `","updatedAt":"` + at + `"}`},
+		{name: "message without timestamps", value: `{"id":"m","chatId":"c","version":3}`},
+		{name: "message too large", value: `{"id":"m","chatId":"c","content":"` + big + `","createdAt":"` + at + `","updatedAt":"` + at + `","version":3}`},
+		{name: "message not JSON", value: `{"id":`},
+		{name: "chat new", value: `{"type":"new","id":"c","version":1}`, chat: true, ok: true},
+		{name: "chat delete", value: `{"type":"delete","id":"c","version":9}`, chat: true, ok: true},
+		{name: "chat of unknown type", value: `{"type":"rename","id":"c","version":1}`, chat: true},
+		{name: "chat without id", value: `{"type":"new","version":1}`, chat: true},
+		{name: "chat with version 0", value: `{"type":"new","id":"c","version":0}`, chat: true},
+		{name: "chat not JSON", value: `[]`, chat: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var err error
+			if tc.chat {
+				_, err = change.DecodeChat([]byte(tc.value))
+			} else {
+				_, err = change.DecodeMessage([]byte(tc.value))
+			}
+			switch {
+			case tc.ok && err != nil:
+				t.Errorf("rejected: %v", err)
+			case !tc.ok && !errors.Is(err, change.ErrInvalid):
+				t.Errorf("err = %v, want one wrapping ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestFormatVersion(t *testing.T) {
+	t.Parallel()
+	if got := string(change.FormatVersion(9007199254740993)); got != "9007199254740993" {
+		t.Errorf("FormatVersion = %q", got)
+	}
+}
