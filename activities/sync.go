@@ -248,25 +248,20 @@ func failure(err error) error {
 }
 
 // sleep waits d, or less if the worker stops or ctx ends, heartbeating prog
-// every publishBeat meanwhile (a backoff may be longer than the heartbeat
-// timeout); it reports whether it waited the whole time.
+// meanwhile (a backoff may be longer than the heartbeat timeout); it reports
+// whether it waited the whole time.
 func sleep(ctx context.Context, stop <-chan struct{}, d time.Duration, prog Progress) bool {
+	stopBeating := beatWhile(ctx, prog)
+	defer stopBeating()
 	t := time.NewTimer(d)
 	defer t.Stop()
-	beat := time.NewTicker(publishBeat)
-	defer beat.Stop()
-	for {
-		select {
-		case <-t.C:
-			return true
-		case <-beat.C:
-			activity.RecordHeartbeat(ctx, prog)
-		case <-stop:
-			return false
-		case <-ctx.Done():
-			return false
-		}
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+	case <-ctx.Done():
 	}
+	return false
 }
 
 // Records turns feed changes into Kafka records keyed by chat ID, in order:

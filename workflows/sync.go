@@ -94,7 +94,13 @@ func (s *syncer) run(ctx workflow.Context) error {
 	var a *activities.Activities // method values name the activity; the worker registers the real one
 	for {
 		if s.historyFull(ctx) {
-			s.drainSignals(logger, pause, resume, resync)
+			// Handle the signals already received, so that none is lost
+			// when the run continues as new.
+			drain := workflow.NewSelector(ctx)
+			onSignal(drain)
+			for drain.HasPending() {
+				drain.Select(ctx)
+			}
 			logger.Info("continuing as new", "cursor", s.in.Cursor, "historyLength", workflow.GetInfo(ctx).GetCurrentHistoryLength())
 			return workflow.NewContinueAsNewError(ctx, Sync, s.in)
 		}
@@ -172,25 +178,6 @@ func (s *syncer) resyncTo(logger log.Logger, r ResyncRequest) {
 	s.in.Cursor = cursor
 	s.in.Failure = ""
 	logger.Info("sync resynced", "cursor", cursor)
-}
-
-// drainSignals handles the signals already received, so that none is lost
-// when the run continues as new.
-func (s *syncer) drainSignals(logger log.Logger, pause, resume, resync workflow.ReceiveChannel) {
-	for {
-		switch {
-		case pause.ReceiveAsync(nil):
-			s.pause(logger)
-		case resume.ReceiveAsync(nil):
-			s.resume(logger)
-		default:
-			var r ResyncRequest
-			if !resync.ReceiveAsync(&r) {
-				return
-			}
-			s.resyncTo(logger, r)
-		}
-	}
 }
 
 // historyFull reports whether this run should continue as new: between

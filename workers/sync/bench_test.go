@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -89,8 +85,7 @@ func BenchmarkSyncLatency(b *testing.B) {
 	}
 	e := newSyncEnv(b)
 	traces := e.traces()
-	e.startWorker("w1", "a")
-	e.waitActive(time.Minute)
+	e.startWorkers(oneWorker)
 	b.ResetTimer()
 	acked := e.storm(context.Background(), loadgen.Config{Rate: 200, MaxOps: b.N, Chats: 20})()
 	recs := e.verify(acked, traces)
@@ -131,8 +126,7 @@ func BenchmarkSyncThroughput(b *testing.B) {
 	}
 	e := newSyncEnv(b)
 	traces := e.traces()
-	e.startWorker("w1", "a")
-	e.waitActive(time.Minute)
+	e.startWorkers(oneWorker)
 	ctx := context.Background()
 	if err := e.tc.SignalWorkflow(ctx, workflows.WorkflowID, "", workflows.SignalPause, nil); err != nil {
 		b.Fatal(err)
@@ -192,40 +186,20 @@ type bucket struct {
 	count float64
 }
 
-// scrapeHistogram reads a Prometheus histogram's cumulative buckets.
+// scrapeHistogram reads a Prometheus histogram's cumulative buckets, the
+// +Inf bucket last.
 func scrapeHistogram(b *testing.B, url, name string) []bucket {
 	b.Helper()
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out []bucket
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"_bucket{") {
-			continue
-		}
-		le := line[strings.Index(line, `le="`)+4:]
-		le = le[:strings.IndexByte(le, '"')]
-		f := strings.Fields(line)
-		count, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			b.Fatalf("metrics line %q: %v", line, err)
-		}
-		bound := math.Inf(1)
-		if le != "+Inf" {
-			if bound, err = strconv.ParseFloat(le, 64); err != nil {
-				b.Fatalf("metrics line %q: %v", line, err)
-			}
-		}
-		out = append(out, bucket{bound, count})
-	}
-	if len(out) == 0 {
+	mf, ok := scrapeMetrics(b, url)[name]
+	if !ok || len(mf.GetMetric()) == 0 || mf.GetMetric()[0].GetHistogram() == nil {
 		b.Fatalf("no %s histogram at %s", name, url)
 	}
-	return out
+	h := mf.GetMetric()[0].GetHistogram()
+	var out []bucket
+	for _, bk := range h.GetBucket() {
+		out = append(out, bucket{bk.GetUpperBound(), float64(bk.GetCumulativeCount())})
+	}
+	return append(out, bucket{math.Inf(1), float64(h.GetSampleCount())})
 }
 
 // histogramQuantile interpolates quantile q linearly within its bucket, as

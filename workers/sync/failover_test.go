@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +15,6 @@ import (
 	"github.com/chatpoc/chat-poc/apps/external/loadgen"
 	"github.com/chatpoc/chat-poc/deploy/devstack"
 	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
-	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/workflows"
 )
 
@@ -29,9 +26,7 @@ func TestKafkaClusterAStoppedMidStorm(t *testing.T) {
 		t.Fatalf("this test needs the geo profile's two Kafka clusters: %v", err)
 	}
 	traces := e.traces()
-	e.startWorker("w1", "a")
-	e.startWorker("w2", "a")
-	e.waitActive(time.Minute)
+	e.startWorkers(twoWorkers)
 
 	ctx, stopStorm := context.WithCancel(context.Background())
 	defer stopStorm()
@@ -118,13 +113,20 @@ func TestExternalMisbehavingLosesNothingAndDoesNotBusyLoop(t *testing.T) {
 	t.Parallel()
 	e := newSyncEnv(t)
 	traces := e.traces()
-	e.startWorker("w1", "a")
-	e.waitActive(time.Minute)
+	e.startWorkers(oneWorker)
 
 	// Every feed request fails: the worker backs off (100 ms doubling to 5 s)
 	// instead of hammering external. A busy loop would make thousands of
 	// requests in this window; the backoff makes fewer than ten.
 	const window = 5 * time.Second
+	// The counter moves once the worker's first long-poll is answered; that
+	// it moves also shows the metric is read right.
+	stacktest.WaitFor(t, time.Minute, "the first feed request to be counted", func() error {
+		if e.feedRequests() == 0 {
+			return errors.New("none counted yet")
+		}
+		return nil
+	})
 	e.setFaults(`{"errorRate": 1}`)
 	before := e.feedRequests()
 	time.Sleep(window) // the observation window, not a wait for readiness
@@ -186,27 +188,13 @@ func TestExternalMisbehavingLosesNothingAndDoesNotBusyLoop(t *testing.T) {
 // service has answered, from its Prometheus metrics.
 func (e *syncEnv) feedRequests() int {
 	e.t.Helper()
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(e.external + "/metrics")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	total := 0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "external_http_requests_total{") || !strings.Contains(line, `route="/api/changes"`) {
-			continue
+	for _, m := range scrapeMetrics(e.t, e.external+"/metrics")["external_http_requests_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "route" && l.GetValue() == "/api/changes" {
+				total += int(m.GetCounter().GetValue())
+			}
 		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			e.t.Fatalf("metrics line %q: %v", line, err)
-		}
-		total += int(v)
-	}
-	if err := sc.Err(); err != nil {
-		e.t.Fatal(err)
 	}
 	return total
 }
@@ -281,14 +269,8 @@ func waitTransactionsSettled(t testing.TB, cluster, bootstrap string, deadline t
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	specs := map[kafka.TopicPartition]kafka.OffsetSpec{}
-	for _, topic := range []string{change.TopicMessages, change.TopicChats} {
-		md, err := admin.GetMetadata(&topic, false, 10000)
-		if err != nil {
-			t.Fatalf("metadata of %s on %s: %v", topic, cluster, err)
-		}
-		for _, p := range md.Topics[topic].Partitions {
-			specs[kafka.TopicPartition{Topic: &topic, Partition: p.ID}] = kafka.LatestOffsetSpec
-		}
+	for _, tp := range syncPartitions(t, admin, cluster) {
+		specs[tp] = kafka.LatestOffsetSpec
 	}
 	offsets := func(level kafka.IsolationLevel) (map[string]kafka.Offset, error) {
 		res, err := admin.ListOffsets(ctx, specs, kafka.SetAdminIsolationLevel(level))

@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
@@ -160,8 +163,12 @@ func (e *syncEnv) worker(name string) *workerProc {
 // kill sends SIGKILL to a worker and waits for it to die.
 func (e *syncEnv) kill(name string) {
 	e.t.Helper()
-	p := e.worker(name)
-	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a frozen process cannot die otherwise
+	e.worker(name).kill()
+}
+
+// kill sends SIGKILL (which ends a SIGSTOPped process too) and waits for the
+// process to die.
+func (p *workerProc) kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.done
 }
@@ -180,9 +187,7 @@ func (e *syncEnv) stopAll() {
 	e.workers = map[string]*workerProc{}
 	e.mu.Unlock()
 	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGCONT)
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		p.kill()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -259,8 +264,13 @@ func (e *syncEnv) waitAttemptAfter(prev string) (worker, attempt string) {
 	return worker, attempt
 }
 
-// threeWorkers are the failover scenarios' workers: name -> region.
-var threeWorkers = map[string]string{"sync-a1": "a", "sync-a2": "a", "sync-b1": "b"}
+// The workers of the scenarios, name -> region: one, two in region a, and
+// three over both regions for the failover scenarios.
+var (
+	oneWorker    = map[string]string{"w1": "a"}
+	twoWorkers   = map[string]string{"w1": "a", "w2": "a"}
+	threeWorkers = map[string]string{"sync-a1": "a", "sync-a2": "a", "sync-b1": "b"}
+)
 
 // startWorkers starts the named workers (name -> region) and waits until
 // one of them runs the sync activity.
@@ -295,6 +305,22 @@ func (e *syncEnv) status(ctx context.Context) (workflows.Status, error) {
 		err = v.Get(&st)
 	}
 	return st, err
+}
+
+// scrapeMetrics reads the Prometheus metrics served at url, by family name.
+func scrapeMetrics(t testing.TB, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics at %s: %v", url, err)
+	}
+	return mfs
 }
 
 // setFaults replaces the external service's injected faults.

@@ -16,6 +16,46 @@ import (
 	"github.com/chatpoc/chat-poc/internal/change"
 )
 
+// metadataSource is a Kafka client that reads cluster metadata (a consumer,
+// a producer or an admin client).
+type metadataSource interface {
+	GetMetadata(topic *string, allTopics bool, timeoutMs int) (*kafka.Metadata, error)
+}
+
+// syncPartitions lists the partitions of the sync's two topics on a cluster.
+func syncPartitions(t testing.TB, md metadataSource, cluster string) []kafka.TopicPartition {
+	t.Helper()
+	var tps []kafka.TopicPartition
+	for _, topic := range []string{change.TopicMessages, change.TopicChats} {
+		m, err := md.GetMetadata(&topic, false, 10000)
+		if err != nil {
+			t.Fatalf("metadata of %s on %s: %v", topic, cluster, err)
+		}
+		for _, p := range m.Topics[topic].Partitions {
+			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID})
+		}
+	}
+	if len(tps) == 0 {
+		t.Fatalf("no partitions of %s and %s on cluster %s", change.TopicMessages, change.TopicChats, cluster)
+	}
+	return tps
+}
+
+// partitionEnds returns syncPartitions with each partition's current end
+// (high watermark) as its Offset.
+func partitionEnds(t testing.TB, c *kafka.Consumer, cluster string) []kafka.TopicPartition {
+	t.Helper()
+	tps := syncPartitions(t, c, cluster)
+	for i, tp := range tps {
+		_, high, err := c.QueryWatermarkOffsets(*tp.Topic, tp.Partition, 10000)
+		if err != nil {
+			t.Fatalf("offsets of %s[%d] on %s: %v", *tp.Topic, tp.Partition, cluster, err)
+		}
+		tps[i].Offset = kafka.Offset(high)
+	}
+	return tps
+}
+
 // published is one record the sync published, as a read_committed consumer
 // of one cluster's own topics saw it.
 type published struct {
@@ -64,23 +104,7 @@ func startTrace(t testing.TB, cluster, bootstrap string) *trace {
 	// Start at the topics' current ends: everything the test publishes comes
 	// later, and a trace that first read the topics' whole history would see
 	// the test's records late.
-	var assign []kafka.TopicPartition
-	for _, topic := range []string{change.TopicMessages, change.TopicChats} {
-		md, err := c.GetMetadata(&topic, false, 10000)
-		if err != nil {
-			t.Fatalf("metadata of %s on %s: %v", topic, cluster, err)
-		}
-		for _, p := range md.Topics[topic].Partitions {
-			_, high, err := c.QueryWatermarkOffsets(topic, p.ID, 10000)
-			if err != nil {
-				t.Fatalf("offsets of %s[%d] on %s: %v", topic, p.ID, cluster, err)
-			}
-			assign = append(assign, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.Offset(high)})
-		}
-	}
-	if len(assign) == 0 {
-		t.Fatalf("no partitions of %s and %s on cluster %s", change.TopicMessages, change.TopicChats, cluster)
-	}
+	assign := partitionEnds(t, c, cluster)
 	if err := c.Assign(assign); err != nil {
 		t.Fatal(err)
 	}
@@ -285,20 +309,10 @@ func rescan(t testing.TB, cluster, bootstrap string, chats map[string]bool, isol
 	defer c.Close()
 	ends := map[string]int64{}
 	var assign []kafka.TopicPartition
-	for _, topic := range []string{change.TopicMessages, change.TopicChats} {
-		md, err := c.GetMetadata(&topic, false, 10000)
-		if err != nil {
-			t.Fatalf("rescan %s: %v", cluster, err)
-		}
-		for _, p := range md.Topics[topic].Partitions {
-			_, high, err := c.QueryWatermarkOffsets(topic, p.ID, 10000)
-			if err != nil {
-				t.Fatalf("rescan %s: %v", cluster, err)
-			}
-			if high > 0 {
-				ends[fmt.Sprint(topic, "/", p.ID)] = high
-				assign = append(assign, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.OffsetBeginning})
-			}
+	for _, tp := range partitionEnds(t, c, cluster) {
+		if tp.Offset > 0 {
+			ends[fmt.Sprint(*tp.Topic, "/", tp.Partition)] = int64(tp.Offset)
+			assign = append(assign, kafka.TopicPartition{Topic: tp.Topic, Partition: tp.Partition, Offset: kafka.OffsetBeginning})
 		}
 	}
 	if err := c.Assign(assign); err != nil {

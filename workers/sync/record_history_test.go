@@ -39,10 +39,8 @@ func TestRecordHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	firstRun := desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
-	e.startWorker("w1", "a")
-	e.startWorker("w2", "a")
+	e.startWorkers(twoWorkers)
 	wait := e.storm(ctx, loadgen.Config{Rate: 50, Duration: 40 * time.Second, Chats: 5})
-	e.waitActive(time.Minute)
 
 	signal := func(name string, arg any) {
 		if err := e.tc.SignalWorkflow(ctx, workflows.WorkflowID, "", name, arg); err != nil {

@@ -144,9 +144,7 @@ func TestKillStormLosesNothing(t *testing.T) {
 func TestFrozenWorkerIsFencedWhenItResumes(t *testing.T) {
 	e := newSyncEnv(t)
 	traces := e.traces()
-	e.startWorker("w1", "a")
-	e.startWorker("w2", "a")
-	e.waitActive(time.Minute)
+	e.startWorkers(twoWorkers)
 
 	ctx, stopStorm := context.WithCancel(context.Background())
 	defer stopStorm()
@@ -262,8 +260,7 @@ func attemptRecords(traces []*trace, attempt string) []published {
 func TestSIGTERMHandsTheSyncOverWithoutATimeout(t *testing.T) {
 	t.Parallel()
 	e := newSyncEnv(t)
-	e.startWorker("w1", "a")
-	e.startWorker("w2", "a")
+	e.startWorkers(twoWorkers)
 	who, attempt := e.waitAttemptAfter("")
 	e.signal(who, syscall.SIGTERM)
 	p := e.worker(who)
@@ -317,8 +314,7 @@ func TestSIGTERMHandsTheSyncOverWithoutATimeout(t *testing.T) {
 func TestTerminatedSingletonRestartsFromItsCheckpoint(t *testing.T) {
 	t.Parallel()
 	e := newSyncEnv(t)
-	e.startWorker("w1", "a")
-	e.waitActive(time.Minute)
+	e.startWorkers(oneWorker)
 	acked := e.storm(context.Background(), loadgen.Config{Rate: 50, MaxOps: 50, Chats: 3})()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
