@@ -370,9 +370,9 @@ func TestApplyLargeBatch(t *testing.T) {
 	msgs, chats := h.arrivals(r, 5)
 	const records = 2000
 	msgs = msgs[:min(len(msgs), records-len(chats))]
-	b := chatdb.Batch{Messages: msgs, Chats: chats, Offsets: []chatdb.Offset{
-		{Topic: change.TopicMessages, Partition: 0, Next: int64(len(msgs))},
-		{Topic: change.TopicChats, Partition: 0, Next: int64(len(chats))},
+	b := chatdb.Batch{Messages: msgs, Chats: chats, Offsets: []chatdb.Advance{
+		first(change.TopicChats, 0, int64(len(chats))),
+		first(change.TopicMessages, 0, int64(len(msgs))),
 	}}
 	if n := len(b.Messages) + len(b.Chats); n != records {
 		t.Fatalf("made %d records, want %d", n, records)
@@ -393,7 +393,8 @@ func TestApplyLargeBatch(t *testing.T) {
 	}
 	m.check(t, db, "large-")
 	offsets, err := db.Offsets(t.Context(), group)
-	if err != nil || !slices.Equal(offsets, b.Offsets) {
-		t.Errorf("Offsets = %v, %v; want %v", offsets, err, b.Offsets)
+	wantOffsets := []chatdb.Offset{off(change.TopicMessages, 0, int64(len(msgs))), off(change.TopicChats, 0, int64(len(chats)))}
+	if err != nil || !slices.Equal(offsets, wantOffsets) {
+		t.Errorf("Offsets = %v, %v; wantOffsets %v", offsets, err, wantOffsets)
 	}
 }

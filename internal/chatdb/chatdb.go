@@ -39,13 +39,33 @@ type Offset struct {
 	Next      int64
 }
 
+// NoOffset is Advance.From for a partition of which no offset is stored yet.
+const NoOffset int64 = -1
+
+// ErrOffsetMoved is returned by Apply, which then writes nothing, when a
+// partition's stored offset is not where the batch's Advance says it starts:
+// another consumer stored records of that partition since (a rebalance), or
+// a Postgres failover lost the last commits, offsets with them. Either way
+// the consumer's position is not the stored one; it must seek to the stored
+// offsets (Offsets) and read again from there.
+var ErrOffsetMoved = errors.New("stored offset moved")
+
+// Advance moves a partition's stored offset from From, where the consumer
+// believes it is (NoOffset: none stored), to To, one past the last record
+// of the batch from that partition.
+type Advance struct {
+	Topic     string
+	Partition int32
+	From, To  int64
+}
+
 // Batch is what one Apply writes in one transaction: change records in any
-// order, duplicates allowed, and the offsets just past the records they came
+// order, duplicates allowed, and the advances of the partitions they came
 // from.
 type Batch struct {
 	Messages []change.Message
 	Chats    []change.Chat
-	Offsets  []Offset
+	Offsets  []Advance
 }
 
 // Applied counts what an Apply did with a batch's records. Every record is
@@ -115,33 +135,55 @@ ON CONFLICT (id) DO UPDATE
         is_deleted = EXCLUDED.is_deleted, version = EXCLUDED.version, replicated_at = now()
     WHERE m.version < EXCLUDED.version`
 
-	upsertOffsetsSQL = `
-INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset)
+	// advanceOffsetsSQL moves each stored offset that is at the batch's From
+	// to its To, and returns the partitions it moved; insertOffsetsSQL stores
+	// the first offset of partitions that have none. Both run first in the
+	// transaction: the offset rows they lock serialize two consumers that
+	// both think they own a partition (a rebalance in flight), and the
+	// second one finds the offset moved.
+	advanceOffsetsSQL = `
+UPDATE consumer_offsets AS o SET next_offset = i.to_offset
+FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS i (topic, partition, from_offset, to_offset)
+WHERE o.group_id = $1 AND o.topic = i.topic AND o.partition = i.partition AND o.next_offset = i.from_offset
+RETURNING o.topic, o.partition`
+	insertOffsetsSQL = `
+INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
 SELECT $1, t, p, n FROM unnest($2::text[], $3::int[], $4::bigint[]) AS i (t, p, n)
-ON CONFLICT (group_id, topic, partition) DO UPDATE
-    SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset)`
+ON CONFLICT (group_id, topic, partition) DO NOTHING
+RETURNING topic, partition`
 )
 
 // Apply writes batch b and the offsets of consumer group group in one
 // transaction: the chats and messages whose versions are newer than the
 // stored ones (last writer wins), the soft deletes of deleted chats'
-// messages, and the offsets, each of which only ever moves forward. Either
-// all of it is committed or nothing is.
+// messages, and the partitions' advances. Either all of it is committed or
+// nothing is.
 //
-// Apply first checks every record (see CheckMessage, CheckChat) and every
-// offset; if one is malformed it writes nothing and returns an error that
-// wraps change.ErrInvalid for a record. A batch costs the same few round trips
-// whatever its size.
+// An advance is a compare-and-set: if a partition's stored offset is not at
+// its From, Apply writes nothing and returns an error wrapping
+// ErrOffsetMoved that names the partitions. Apply first checks every record
+// (see CheckMessage, CheckChat) and every advance; if one is malformed it
+// writes nothing and returns an error, which wraps change.ErrInvalid for a
+// record. A batch costs the same few round trips whatever its size.
 func (db *DB) Apply(ctx context.Context, group string, b Batch) (Applied, error) {
 	if err := checkBatch(group, b); err != nil {
 		return Applied{}, fmt.Errorf("apply batch: %w", err)
 	}
-	msgs, chats, offsets := latestMessages(b.Messages), latestChats(b.Chats), maxOffsets(b.Offsets)
-	if len(msgs)+len(chats)+len(offsets) == 0 {
+	msgs, chats := latestMessages(b.Messages), latestChats(b.Chats)
+	if len(msgs)+len(chats)+len(b.Offsets) == 0 {
 		return Applied{}, nil
 	}
 
 	q := &pgx.Batch{}
+	moves, inserts := splitAdvances(b.Offsets)
+	if len(moves) > 0 {
+		topics, partitions, froms, tos := advanceColumns(moves)
+		q.Queue(advanceOffsetsSQL, group, topics, partitions, froms, tos)
+	}
+	if len(inserts) > 0 {
+		topics, partitions, _, tos := advanceColumns(inserts)
+		q.Queue(insertOffsetsSQL, group, topics, partitions, tos)
+	}
 	locks := chatLockKeys(msgs, chats)
 	if len(locks) > 0 {
 		q.Queue(lockChatsSQL, locks)
@@ -174,13 +216,6 @@ func (db *DB) Apply(ctx context.Context, group string, b Batch) (Applied, error)
 		}
 		q.Queue(upsertMessagesSQL, ids, chatIDs, contents, created, updated, deleted, versions)
 	}
-	if len(offsets) > 0 {
-		topics, partitions, nexts := make([]string, len(offsets)), make([]int32, len(offsets)), make([]int64, len(offsets))
-		for i, o := range offsets {
-			topics[i], partitions[i], nexts[i] = o.Topic, o.Partition, o.Next
-		}
-		q.Queue(upsertOffsetsSQL, group, topics, partitions, nexts)
-	}
 
 	var a Applied
 	// READ COMMITTED whatever the server's default: each statement must see
@@ -188,6 +223,18 @@ func (db *DB) Apply(ctx context.Context, group string, b Batch) (Applied, error)
 	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
 		res := tx.SendBatch(ctx, q)
 		defer res.Close()
+		advanced := make(map[partitionKey]bool, len(b.Offsets))
+		for _, n := range []int{len(moves), len(inserts)} {
+			if n == 0 {
+				continue
+			}
+			if err := collectAdvanced(res, advanced); err != nil {
+				return fmt.Errorf("advance %d offsets of group %s: %w", n, group, err)
+			}
+		}
+		if len(advanced) < len(b.Offsets) {
+			return offsetMoved(b.Offsets, advanced)
+		}
 		if len(locks) > 0 {
 			if _, err := res.Exec(); err != nil {
 				return fmt.Errorf("lock %d chats: %w", len(locks), err)
@@ -214,11 +261,6 @@ func (db *DB) Apply(ctx context.Context, group string, b Batch) (Applied, error)
 			}
 			a.MessagesWritten = int(tag.RowsAffected())
 		}
-		if len(offsets) > 0 {
-			if _, err := res.Exec(); err != nil {
-				return fmt.Errorf("store %d offsets of group %s: %w", len(offsets), group, err)
-			}
-		}
 		return res.Close()
 	})
 	if err != nil {
@@ -228,6 +270,61 @@ func (db *DB) Apply(ctx context.Context, group string, b Batch) (Applied, error)
 	a.MessagesStale = len(b.Messages) - a.MessagesWritten
 	a.ChatsStale = len(b.Chats) - a.ChatsWritten
 	return a, nil
+}
+
+type partitionKey struct {
+	topic     string
+	partition int32
+}
+
+// splitAdvances returns the advances of partitions with a stored offset and
+// those of partitions without, each sorted by topic and partition so that
+// two transactions lock offset rows in the same order.
+func splitAdvances(advances []Advance) (moves, inserts []Advance) {
+	sorted := slices.SortedFunc(slices.Values(advances), func(a, b Advance) int {
+		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	for _, a := range sorted {
+		if a.From == NoOffset {
+			inserts = append(inserts, a)
+		} else {
+			moves = append(moves, a)
+		}
+	}
+	return moves, inserts
+}
+
+func advanceColumns(advances []Advance) (topics []string, partitions []int32, froms, tos []int64) {
+	for _, a := range advances {
+		topics, partitions = append(topics, a.Topic), append(partitions, a.Partition)
+		froms, tos = append(froms, a.From), append(tos, a.To)
+	}
+	return topics, partitions, froms, tos
+}
+
+// collectAdvanced reads the partitions one offset statement moved.
+func collectAdvanced(res pgx.BatchResults, into map[partitionKey]bool) error {
+	rows, err := res.Query()
+	if err != nil {
+		return err
+	}
+	var k partitionKey
+	_, err = pgx.ForEachRow(rows, []any{&k.topic, &k.partition}, func() error {
+		into[k] = true
+		return nil
+	})
+	return err
+}
+
+// offsetMoved names the advances that found their partition's offset moved.
+func offsetMoved(advances []Advance, advanced map[partitionKey]bool) error {
+	var moved []string
+	for _, a := range advances {
+		if !advanced[partitionKey{a.Topic, a.Partition}] {
+			moved = append(moved, fmt.Sprintf("%s[%d] (expected at %d)", a.Topic, a.Partition, a.From))
+		}
+	}
+	return fmt.Errorf("%w: %s", ErrOffsetMoved, strings.Join(moved, ", "))
 }
 
 // CheckMessage reports whether Apply accepts m: m.Validate, and text that
@@ -285,10 +382,18 @@ func checkBatch(group string, b Batch) error {
 			return fmt.Errorf("offsets of consumer group %q: bad group name", group)
 		}
 	}
-	for _, o := range b.Offsets {
-		if err := storableText(o.Topic); o.Topic == "" || err != nil || o.Partition < 0 || o.Next < 0 {
-			return fmt.Errorf("bad offset %+v", o)
+	seen := make(map[partitionKey]bool, len(b.Offsets))
+	for _, a := range b.Offsets {
+		k := partitionKey{a.Topic, a.Partition}
+		switch err := storableText(a.Topic); {
+		case a.Topic == "" || err != nil || a.Partition < 0:
+			return fmt.Errorf("bad partition in advance %+v", a)
+		case a.From < NoOffset || a.To <= a.From:
+			return fmt.Errorf("bad offsets in advance %+v: want NoOffset <= From < To", a)
+		case seen[k]:
+			return fmt.Errorf("two advances of %s[%d] in one batch", a.Topic, a.Partition)
 		}
+		seen[k] = true
 	}
 	return nil
 }
@@ -325,21 +430,6 @@ func latest[T any](items []T, keyVersion func(T) (string, int64)) []T {
 		}
 	}
 	return out
-}
-
-// maxOffsets returns the highest offset of each partition in offsets, sorted
-// by topic and partition so that two transactions lock offset rows in the
-// same order.
-func maxOffsets(offsets []Offset) []Offset {
-	out := slices.Clone(offsets)
-	slices.SortFunc(out, func(a, b Offset) int {
-		return cmp.Or(
-			strings.Compare(a.Topic, b.Topic),
-			cmp.Compare(a.Partition, b.Partition),
-			cmp.Compare(b.Next, a.Next), // highest first: CompactFunc keeps the first
-		)
-	})
-	return slices.CompactFunc(out, func(a, b Offset) bool { return a.Topic == b.Topic && a.Partition == b.Partition })
 }
 
 // chatLockKeys returns the sorted, distinct advisory lock keys of the chats

@@ -69,6 +69,16 @@ func off(topic string, partition int32, next int64) chatdb.Offset {
 	return chatdb.Offset{Topic: topic, Partition: partition, Next: next}
 }
 
+// adv advances partition topic[partition] from offset from to offset to.
+func adv(topic string, partition int32, from, to int64) chatdb.Advance {
+	return chatdb.Advance{Topic: topic, Partition: partition, From: from, To: to}
+}
+
+// first stores partition topic[partition]'s first offset, next.
+func first(topic string, partition int32, next int64) chatdb.Advance {
+	return adv(topic, partition, chatdb.NoOffset, next)
+}
+
 func chatNew(id string, v int64) change.Chat {
 	return change.Chat{Type: change.ChatNew, ID: id, Version: v}
 }

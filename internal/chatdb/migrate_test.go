@@ -65,7 +65,7 @@ func TestMigrateConcurrentlyAndAgain(t *testing.T) {
 	if _, err := db.Apply(ctx, group, chatdb.Batch{
 		Messages: []change.Message{msg("m", "chat", 1, 1, "hi", false)},
 		Chats:    []change.Chat{chatNew("chat", 1)},
-		Offsets:  []chatdb.Offset{off("chats", 0, 1)},
+		Offsets:  []chatdb.Advance{first("chats", 0, 1)},
 	}); err != nil {
 		t.Fatalf("the migrated schema does not work: %v", err)
 	}

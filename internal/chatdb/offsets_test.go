@@ -2,6 +2,7 @@ package chatdb_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,12 +12,14 @@ import (
 	"github.com/chatpoc/chat-poc/internal/chatdb"
 )
 
-// TestOffsetsOnlyMoveForward stores offsets with batches: each group's
-// offsets are its own, and a partition's offset never moves backwards, also
-// when one batch carries several of them.
-func TestOffsetsOnlyMoveForward(t *testing.T) {
+// TestOffsetsAdvanceFromWhereTheyAre stores offsets with batches. An advance
+// is a compare-and-set: a batch whose advance does not start where the
+// partition's offset is stored (a consumer behind after a rebalance, or
+// ahead after a failover lost commits) fails with ErrOffsetMoved, naming the
+// partition, and writes nothing; each group's offsets are its own.
+func TestOffsetsAdvanceFromWhereTheyAre(t *testing.T) {
 	t.Parallel()
-	db, _ := newDB(t)
+	db, pool := newDB(t)
 	ctx := t.Context()
 	offsets := func(group string) []chatdb.Offset {
 		t.Helper()
@@ -35,31 +38,51 @@ func TestOffsetsOnlyMoveForward(t *testing.T) {
 
 	steps := []struct {
 		name    string
-		offsets []chatdb.Offset
+		offsets []chatdb.Advance
+		moved   string // the partitions ErrOffsetMoved names; empty: Apply succeeds
 		want    []chatdb.Offset
 	}{{
 		name:    "first offsets",
-		offsets: []chatdb.Offset{off("chats", 0, 10), off("chat-messages", 1, 5)},
+		offsets: []chatdb.Advance{first("chats", 0, 10), first("chat-messages", 1, 5)},
 		want:    []chatdb.Offset{off("chat-messages", 1, 5), off("chats", 0, 10)},
 	}, {
-		name:    "a backwards offset is ignored, another partition added",
-		offsets: []chatdb.Offset{off("chats", 0, 7), off("a.chats", 2, 3)},
-		want:    []chatdb.Offset{off("a.chats", 2, 3), off("chat-messages", 1, 5), off("chats", 0, 10)},
+		name:    "a first offset where one is stored",
+		offsets: []chatdb.Advance{first("chats", 0, 12), first("a.chats", 2, 3)},
+		moved:   "chats[0] (expected at -1)",
+		want:    []chatdb.Offset{off("chat-messages", 1, 5), off("chats", 0, 10)},
 	}, {
-		name:    "forward",
-		offsets: []chatdb.Offset{off("chats", 0, 12)},
+		name:    "an advance from behind the stored offset",
+		offsets: []chatdb.Advance{adv("chats", 0, 7, 11), first("a.chats", 2, 3)},
+		moved:   "chats[0] (expected at 7)",
+		want:    []chatdb.Offset{off("chat-messages", 1, 5), off("chats", 0, 10)},
+	}, {
+		name:    "an advance from ahead of the stored offset, another partition moved too",
+		offsets: []chatdb.Advance{adv("chats", 0, 12, 14), adv("chat-messages", 1, 6, 9), first("a.chats", 2, 3)},
+		moved:   "chats[0] (expected at 12), chat-messages[1] (expected at 6)",
+		want:    []chatdb.Offset{off("chat-messages", 1, 5), off("chats", 0, 10)},
+	}, {
+		name:    "an advance of a partition without an offset",
+		offsets: []chatdb.Advance{adv("a.chats", 2, 0, 3)},
+		moved:   "a.chats[2] (expected at 0)",
+		want:    []chatdb.Offset{off("chat-messages", 1, 5), off("chats", 0, 10)},
+	}, {
+		name:    "forward from the stored offsets, and a first one",
+		offsets: []chatdb.Advance{adv("chats", 0, 10, 12), first("a.chats", 2, 3)},
 		want:    []chatdb.Offset{off("a.chats", 2, 3), off("chat-messages", 1, 5), off("chats", 0, 12)},
-	}, {
-		name:    "several of one partition in a batch: the highest",
-		offsets: []chatdb.Offset{off("chat-messages", 1, 8), off("chat-messages", 1, 20), off("chat-messages", 1, 9)},
-		want:    []chatdb.Offset{off("a.chats", 2, 3), off("chat-messages", 1, 20), off("chats", 0, 12)},
 	}}
 	for i, s := range steps {
-		// Each step also carries a record, stored in the same transaction.
+		// Each step also carries a record, stored in the same transaction
+		// or not at all.
 		m := msg("m", "chat", 1, int64(i+1), s.name, false)
+		before := dump(t, pool)
 		a, err := db.Apply(ctx, group, chatdb.Batch{Messages: []change.Message{m}, Offsets: s.offsets})
-		if err != nil || a.MessagesWritten != 1 {
+		switch {
+		case s.moved == "" && (err != nil || a.MessagesWritten != 1):
 			t.Fatalf("%s: Apply = %+v, %v", s.name, a, err)
+		case s.moved != "" && (!errors.Is(err, chatdb.ErrOffsetMoved) || !strings.HasSuffix(err.Error(), ": "+s.moved)):
+			t.Fatalf("%s: Apply = %+v, %v; want ErrOffsetMoved naming %s", s.name, a, err, s.moved)
+		case s.moved != "" && !slices.Equal(dump(t, pool), before):
+			t.Fatalf("%s: a batch whose offset moved changed the database", s.name)
 		}
 		if got := offsets(group); !slices.Equal(got, s.want) {
 			t.Fatalf("%s: Offsets = %v, want %v", s.name, got, s.want)
@@ -68,7 +91,7 @@ func TestOffsetsOnlyMoveForward(t *testing.T) {
 	if o := offsets("other-group"); len(o) != 0 {
 		t.Fatalf("Offsets of another group = %v, want none", o)
 	}
-	if _, err := db.Apply(ctx, "other-group", chatdb.Batch{Offsets: []chatdb.Offset{off("chats", 0, 1)}}); err != nil {
+	if _, err := db.Apply(ctx, "other-group", chatdb.Batch{Offsets: []chatdb.Advance{first("chats", 0, 1)}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := offsets("other-group"), []chatdb.Offset{off("chats", 0, 1)}; !slices.Equal(got, want) {
@@ -76,6 +99,46 @@ func TestOffsetsOnlyMoveForward(t *testing.T) {
 	}
 	if got := offsets(group); !slices.Equal(got, steps[len(steps)-1].want) {
 		t.Fatalf("the other group's offsets moved %s's: %v", group, got)
+	}
+}
+
+// TestConcurrentAdvancesOfOnePartition races consumers that all believe
+// they own one partition at the same stored offset (a rebalance in flight):
+// exactly one batch is committed, every other fails with ErrOffsetMoved.
+func TestConcurrentAdvancesOfOnePartition(t *testing.T) {
+	t.Parallel()
+	db, _ := newDB(t)
+	apply(t, db, chatdb.Batch{Offsets: []chatdb.Advance{first("chats", 0, 1)}})
+	const consumers = 8
+	errs := make(chan error, consumers)
+	for i := range consumers {
+		go func() {
+			_, err := db.Apply(t.Context(), group, chatdb.Batch{
+				Messages: []change.Message{msg(fmt.Sprintf("m%d", i), "chat", 1, 1, "x", false)},
+				Offsets:  []chatdb.Advance{adv("chats", 0, 1, int64(10+i))},
+			})
+			errs <- err
+		}()
+	}
+	won := 0
+	for range consumers {
+		switch err := <-errs; {
+		case err == nil:
+			won++
+		case !errors.Is(err, chatdb.ErrOffsetMoved):
+			t.Errorf("Apply: %v, want nil or ErrOffsetMoved", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d concurrent advances from one offset committed, want 1", won, consumers)
+	}
+	offsets, err := db.Offsets(t.Context(), group)
+	if err != nil || len(offsets) != 1 || offsets[0].Next < 10 {
+		t.Fatalf("Offsets = %v, %v; want chats[0] at one winner's offset", offsets, err)
+	}
+	msgs, _ := messagesOf(t, db, "chat")
+	if len(msgs) != 1 || msgs[0].ID != fmt.Sprintf("m%d", offsets[0].Next-10) {
+		t.Fatalf("stored messages %v, want only the winner's (offset %d)", msgs, offsets[0].Next)
 	}
 }
 
@@ -88,7 +151,7 @@ func TestApplyRejectsBadBatchWritingNothing(t *testing.T) {
 	apply(t, db, chatdb.Batch{
 		Messages: []change.Message{msg("m", "chat", 2, 2, "v2", false)},
 		Chats:    []change.Chat{chatNew("chat", 1)},
-		Offsets:  []chatdb.Offset{off("chat-messages", 0, 1), off("chats", 0, 1)},
+		Offsets:  []chatdb.Advance{first("chat-messages", 0, 1), first("chats", 0, 1)},
 	})
 	before := dump(t, pool)
 
@@ -97,7 +160,7 @@ func TestApplyRejectsBadBatchWritingNothing(t *testing.T) {
 		return chatdb.Batch{
 			Messages: []change.Message{msg("m", "chat", 2, 3, "v3", false), msg("n", "chat", 4, 4, "n", false)},
 			Chats:    []change.Chat{chatDelete("chat", 5)},
-			Offsets:  []chatdb.Offset{off("chat-messages", 0, 3), off("chats", 0, 2)},
+			Offsets:  []chatdb.Advance{adv("chat-messages", 0, 1, 3), adv("chats", 0, 1, 2)},
 		}
 	}
 	withMessage := func(f func(*change.Message)) chatdb.Batch {
@@ -112,7 +175,7 @@ func TestApplyRejectsBadBatchWritingNothing(t *testing.T) {
 		b.Chats = append(b.Chats, c)
 		return b
 	}
-	withOffset := func(o chatdb.Offset) chatdb.Batch {
+	withOffset := func(o chatdb.Advance) chatdb.Batch {
 		b := good()
 		b.Offsets = append(b.Offsets, o)
 		return b
@@ -133,9 +196,11 @@ func TestApplyRejectsBadBatchWritingNothing(t *testing.T) {
 		{"chat of unknown type", group, withChat(change.Chat{Type: "rename", ID: "chat", Version: 9}), true},
 		{"chat with version 0", group, withChat(chatDelete("chat", 0)), true},
 		{"chat without ID", group, withChat(chatNew("", 9)), true},
-		{"offset without topic", group, withOffset(off("", 0, 9)), false},
-		{"offset of a negative partition", group, withOffset(off("chats", -1, 9)), false},
-		{"negative offset", group, withOffset(off("chats", 1, -1)), false},
+		{"offset without topic", group, withOffset(first("", 0, 9)), false},
+		{"offset of a negative partition", group, withOffset(first("chats", -1, 9)), false},
+		{"advance from below NoOffset", group, withOffset(adv("chats", 1, -2, 3)), false},
+		{"advance that does not move forward", group, withOffset(adv("chats", 1, 4, 4)), false},
+		{"two advances of one partition", group, withOffset(adv("chats", 0, 2, 3)), false},
 		{"offsets without group", "", good(), false},
 	}
 	for _, tt := range tests {
@@ -160,16 +225,16 @@ func TestApplyRejectsBadBatchWritingNothing(t *testing.T) {
 	}
 }
 
-// TestApplyIsOneTransaction makes the database refuse a batch's offsets,
-// which Apply writes last: the batch's chats and messages are rolled back
-// with them.
+// TestApplyIsOneTransaction makes the database refuse one of a batch's
+// offsets: the batch's chats, messages and other offsets are rolled back with
+// it.
 func TestApplyIsOneTransaction(t *testing.T) {
 	t.Parallel()
 	db, pool := newDB(t)
 	apply(t, db, chatdb.Batch{
 		Messages: []change.Message{msg("m", "chat", 2, 2, "v2", false)},
 		Chats:    []change.Chat{chatNew("chat", 1)},
-		Offsets:  []chatdb.Offset{off("chats", 0, 1)},
+		Offsets:  []chatdb.Advance{first("chats", 0, 1)},
 	})
 	if _, err := pool.Exec(t.Context(), `ALTER TABLE consumer_offsets ADD CONSTRAINT test_refuse CHECK (topic <> 'refused')`); err != nil {
 		t.Fatal(err)
@@ -178,7 +243,7 @@ func TestApplyIsOneTransaction(t *testing.T) {
 	_, err := db.Apply(t.Context(), group, chatdb.Batch{
 		Messages: []change.Message{msg("m", "chat", 2, 3, "v3", false), msg("n", "chat", 4, 4, "n", false)},
 		Chats:    []change.Chat{chatDelete("chat", 5)},
-		Offsets:  []chatdb.Offset{off("chats", 0, 2), off("refused", 0, 1)},
+		Offsets:  []chatdb.Advance{adv("chats", 0, 1, 2), first("refused", 0, 1)},
 	})
 	if err == nil || !strings.Contains(err.Error(), "test_refuse") {
 		t.Fatalf("Apply with a refused offset: %v, want the constraint's error", err)
