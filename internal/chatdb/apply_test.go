@@ -85,7 +85,7 @@ func TestApplyMessageVersionsInAnyOrder(t *testing.T) {
 					m := newModel()
 					for _, b := range batches {
 						a := apply(t, db, chatdb.Batch{Messages: b})
-						w := m.apply(chatdb.Batch{Messages: b})
+						w := m.Apply(chatdb.Batch{Messages: b})
 						got.MessagesWritten += a.MessagesWritten
 						got.MessagesStale += a.MessagesStale
 						want.MessagesWritten += w.MessagesWritten
@@ -339,7 +339,7 @@ func TestApplyRandomArrivals(t *testing.T) {
 			t.Logf("seed %d", seed)
 			r := rand.New(rand.NewPCG(seed, uint64(run)))
 			h := newHistory(r, fmt.Sprintf("run%d", run), 4, 150)
-			msgs, chats := h.arrivals(r, 30)
+			msgs, chats := h.Arrivals(r, 30)
 			m := newModel()
 			for len(msgs)+len(chats) > 0 {
 				var b chatdb.Batch
@@ -347,13 +347,13 @@ func TestApplyRandomArrivals(t *testing.T) {
 				b.Messages, msgs = msgs[:n], msgs[n:]
 				n = min(r.IntN(4), len(chats))
 				b.Chats, chats = chats[:n], chats[n:]
-				got, want := apply(t, db, b), m.apply(b)
+				got, want := apply(t, db, b), m.Apply(b)
 				got.MessagesDeletedWithChat = 0 // not modelled
 				if got != want {
 					t.Fatalf("Applied = %+v, want %+v", got, want)
 				}
 			}
-			m.check(t, db, fmt.Sprintf("run%d-", run))
+			m.Check(t, db, fmt.Sprintf("run%d-", run))
 		})
 	}
 }
@@ -367,7 +367,7 @@ func TestApplyLargeBatch(t *testing.T) {
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 0))
 	h := newHistory(r, "large", 30, 2100)
-	msgs, chats := h.arrivals(r, 5)
+	msgs, chats := h.Arrivals(r, 5)
 	const records = 2000
 	msgs = msgs[:min(len(msgs), records-len(chats))]
 	b := chatdb.Batch{Messages: msgs, Chats: chats, Offsets: []chatdb.Advance{
@@ -378,7 +378,7 @@ func TestApplyLargeBatch(t *testing.T) {
 		t.Fatalf("made %d records, want %d", n, records)
 	}
 	m := newModel()
-	want := m.apply(b)
+	want := m.Apply(b)
 	start := time.Now()
 	got, err := db.Apply(t.Context(), group, b)
 	took := time.Since(start)
@@ -386,12 +386,12 @@ func TestApplyLargeBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("Apply of %d messages and %d chat events (%d distinct rows) took %v",
-		len(b.Messages), len(b.Chats), len(m.msgs)+len(m.chats), took)
+		len(b.Messages), len(b.Chats), m.Rows(), took)
 	got.MessagesDeletedWithChat = 0 // the batch finds no stored messages
 	if got != want {
 		t.Errorf("Applied = %+v, want %+v", got, want)
 	}
-	m.check(t, db, "large-")
+	m.Check(t, db, "large-")
 	offsets, err := db.Offsets(t.Context(), group)
 	wantOffsets := []chatdb.Offset{off(change.TopicMessages, 0, int64(len(msgs))), off(change.TopicChats, 0, int64(len(chats)))}
 	if err != nil || !slices.Equal(offsets, wantOffsets) {
