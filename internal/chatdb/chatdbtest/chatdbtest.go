@@ -261,5 +261,11 @@ func (m *Model) Diff(ctx context.Context, db *chatdb.DB, prefix string) error {
 			errs = append(errs, fmt.Errorf("Messages(%s):\n got %+v\nwant %+v", chat, got, want))
 		}
 	}
+	if len(errs) > maxDiffs {
+		errs = append(errs[:maxDiffs], fmt.Errorf("and %d more differences", len(errs)-maxDiffs))
+	}
 	return errors.Join(errs...)
 }
+
+// maxDiffs is the most differences Diff describes.
+const maxDiffs = 10

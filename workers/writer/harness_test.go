@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/chatpoc/chat-poc/deploy/devstack"
+	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
+	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/chatdb"
+	"github.com/chatpoc/chat-poc/internal/chatdb/chatdbtest"
+	"github.com/chatpoc/chat-poc/internal/logging"
+)
+
+// writerBin is the writer command, built once for the tests that run it as
+// processes.
+var writerBin string
+
+func TestMain(m *testing.M) {
+	bin, dir, err := stacktest.BuildCommand(".", "writer")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	writerBin = bin
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// topicPartitions is how many partitions a test's topics have: enough for
+// two writers to share them.
+const topicPartitions = 4
+
+// writerEnv is one test's writer deployment on the shared stack: a fresh
+// database, its own topics (and consumer group) on Kafka cluster a, chat
+// IDs of its own.
+type writerEnv struct {
+	t         testing.TB
+	stack     *devstack.Client
+	bootstrap string // Kafka cluster a
+	dsn       string
+	db        *chatdb.DB
+	cfg       Config // what the test's writers run with
+	prefix    string // of its chat IDs
+	producer  *kafka.Producer
+}
+
+func newWriterEnv(t testing.TB) *writerEnv {
+	t.Helper()
+	stack := stacktest.Connect(t)
+	dsn, db, _ := chatdbtest.NewDB(t)
+	name := stacktest.UniqueName("w")
+	e := &writerEnv{
+		t: t, stack: stack, bootstrap: stacktest.Env(t, stack, devstack.EnvKafkaABootstrap),
+		dsn: dsn, db: db, prefix: name,
+	}
+	e.cfg = Config{
+		PGDSN: dsn, PGMaxConns: 4,
+		KafkaBootstrap: e.bootstrap, KafkaCluster: "a",
+		Group:        name + "-writer",
+		MessageTopic: name + "-messages", ChatTopic: name + "-chats",
+		BatchMax: 1000, Linger: 5 * time.Millisecond,
+		LogLevel: "debug",
+	}
+	e.createTopics(e.bootstrap, e.cfg.MessageTopic, e.cfg.ChatTopic)
+	p, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers": e.bootstrap, "enable.idempotence": true, "acks": "all",
+		"partitioner": "murmur2_random", "linger.ms": 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	e.producer = p
+	return e
+}
+
+// createTopics creates topics with topicPartitions partitions on a cluster.
+func (e *writerEnv) createTopics(bootstrap string, topics ...string) {
+	e.t.Helper()
+	admin, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": bootstrap})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer admin.Close()
+	specs := make([]kafka.TopicSpecification, len(topics))
+	for i, t := range topics {
+		specs[i] = kafka.TopicSpecification{Topic: t, NumPartitions: topicPartitions, ReplicationFactor: 1}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := admin.CreateTopics(ctx, specs, kafka.SetAdminOperationTimeout(10*time.Second))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Error.Code() != kafka.ErrNoError {
+			e.t.Fatalf("create topic %s: %v", r.Topic, r.Error)
+		}
+	}
+}
+
+// env is the writer's configuration as environment variables, for a
+// process named identity.
+func (e *writerEnv) env(identity, listen string) []string {
+	c := e.cfg
+	return []string{
+		"PG_INTERNAL_DSN=" + c.PGDSN,
+		"KAFKA_BOOTSTRAP=" + c.KafkaBootstrap,
+		"KAFKA_CLUSTER=" + c.KafkaCluster,
+		"WRITER_GROUP=" + c.Group,
+		"WRITER_MESSAGE_TOPIC=" + c.MessageTopic,
+		"WRITER_CHAT_TOPIC=" + c.ChatTopic,
+		"WRITER_BATCH_MAX=" + strconv.Itoa(c.BatchMax),
+		"WRITER_BATCH_LINGER=" + c.Linger.String(),
+		"WRITER_LISTEN_ADDR=" + listen,
+		"WRITER_IDENTITY=" + identity,
+		"LOG_LEVEL=" + c.LogLevel,
+	}
+}
+
+// inProcess is a Writer running in the test process.
+type inProcess struct {
+	reg  *prometheus.Registry
+	stop func() error
+}
+
+// startInProcess runs a Writer with the env's configuration in the test
+// process; it is stopped (as by SIGTERM) when the test ends, if not before.
+func (e *writerEnv) startInProcess(identity string) *inProcess {
+	e.t.Helper()
+	log, err := logging.New("warn", "identity", identity)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg := e.cfg
+	cfg.Identity = identity
+	pool := stacktest.Pool(e.t, cfg.PGDSN, int32(cfg.PGMaxConns))
+	dlq, err := newDeadLetters(cfg.KafkaBootstrap, cfg.KafkaCluster, identity, log)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := setup(ctx, cfg, pool, dlq, log); err != nil {
+		e.t.Fatal(err)
+	}
+	consumer, err := newConsumer(cfg, log)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	w, err := NewWriter(consumer, chatdb.New(pool), dlq, Options{
+		Group: cfg.Group, Cluster: cfg.KafkaCluster, MessageTopic: cfg.MessageTopic, ChatTopic: cfg.ChatTopic,
+		BatchMax: cfg.BatchMax, Linger: cfg.Linger,
+	}, newMetrics(reg), log)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	var result error
+	stopped := false
+	p := &inProcess{reg: reg, stop: func() error {
+		if !stopped {
+			stopped = true
+			stop()
+			result = <-done
+			dlq.close(5000)
+		}
+		return result
+	}}
+	e.t.Cleanup(func() {
+		if err := p.stop(); err != nil {
+			e.t.Errorf("writer %s: %v", identity, err)
+		}
+	})
+	return p
+}
+
+// counter returns the value of the writer_records_total series of kind and
+// outcome.
+func (p *inProcess) counter(t testing.TB, kd kind, outcome string) float64 {
+	t.Helper()
+	mfs, err := p.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recordsCounter(mfs, kd, outcome)
+}
+
+func recordsCounter(mfs []*dto.MetricFamily, kd kind, outcome string) float64 {
+	for _, mf := range mfs {
+		if mf.GetName() != "writer_records_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["kind"] == kd.String() && labels["outcome"] == outcome {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// record is one record to produce.
+type record struct {
+	topic string
+	key   string
+	value []byte
+}
+
+// records returns msgs and chats as records of the env's topics, in a random
+// interleaving that keeps each topic's order.
+func (e *writerEnv) records(r *rand.Rand, msgs []change.Message, chats []change.Chat) []record {
+	out := make([]record, 0, len(msgs)+len(chats))
+	for len(msgs)+len(chats) > 0 {
+		if len(chats) > 0 && (len(msgs) == 0 || r.IntN(len(msgs)+len(chats)) < len(chats)) {
+			out = append(out, record{e.cfg.ChatTopic, chats[0].ID, mustJSON(e.t, chats[0])})
+			chats = chats[1:]
+			continue
+		}
+		out = append(out, record{e.cfg.MessageTopic, msgs[0].ChatID, mustJSON(e.t, msgs[0])})
+		msgs = msgs[1:]
+	}
+	return out
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// produce produces recs with producer p, in order, and waits until Kafka
+// acknowledged every one.
+func produce(t testing.TB, p *kafka.Producer, recs []record) {
+	t.Helper()
+	reports := make(chan kafka.Event, len(recs))
+	for _, r := range recs {
+		err := p.Produce(&kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &r.topic, Partition: kafka.PartitionAny},
+			Key:            []byte(r.key), Value: r.value,
+		}, reports)
+		if err != nil {
+			t.Fatalf("produce to %s: %v", r.topic, err)
+		}
+	}
+	for range recs {
+		select {
+		case ev := <-reports:
+			if m, ok := ev.(*kafka.Message); !ok || m.TopicPartition.Error != nil {
+				t.Fatalf("delivery: %v", ev)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("no delivery report within a minute")
+		}
+	}
+}
+
+// waitConverged waits until the database holds model m's state, and fails
+// the test with the differences if it does not within deadline.
+func (e *writerEnv) waitConverged(m *chatdbtest.Model, deadline time.Duration) {
+	e.t.Helper()
+	start := time.Now()
+	stacktest.WaitFor(e.t, deadline, "the database to hold every change's last version", func() error {
+		return m.Diff(context.Background(), e.db, e.prefix)
+	})
+	e.t.Logf("converged %s after the last record was acknowledged", time.Since(start).Round(time.Millisecond))
+}
+
+// discardLogger is for clients whose logs a test does not need.
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,0 +1,472 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/chatdb"
+	"github.com/chatpoc/chat-poc/internal/feed"
+)
+
+// Timing of the writer.
+const (
+	// applyTimeout bounds one batch's transaction. Shutdown does not cancel
+	// a transaction in flight: SIGTERM finishes the batch.
+	applyTimeout = 30 * time.Second
+	// pollIdle is how long one Poll waits when no batch is open, so the loop
+	// notices shutdown and refreshes the lag gauges.
+	pollIdle = 100 * time.Millisecond
+	// retryMax caps the backoff between attempts to reach Postgres after a
+	// failed batch.
+	retryMax = 5 * time.Second
+	// maxRecordBytes bounds a record's value: a larger one is dead-lettered
+	// unparsed (a message's content is at most change.MaxContentBytes).
+	maxRecordBytes = 256 << 10
+)
+
+// Options configure a Writer.
+type Options struct {
+	// Group is the Kafka consumer group.
+	Group string
+	// Cluster names the Kafka cluster consumed: offsets are stored in
+	// Postgres per group and cluster (Group@Cluster), since both regions'
+	// writers write to the same database and each cluster numbers its
+	// partitions' offsets its own way.
+	Cluster string
+	// MessageTopic and ChatTopic are the topics of message and chat
+	// records; their MirrorMaker 2 copies ("b.chat-messages") are read too.
+	MessageTopic, ChatTopic string
+	// BatchMax is the most records one transaction writes.
+	BatchMax int
+	// Linger is the longest a record waits for more to join its batch.
+	Linger time.Duration
+}
+
+// kind is what a topic holds.
+type kind int
+
+const (
+	kindMessage kind = iota
+	kindChat
+)
+
+func (k kind) String() string {
+	if k == kindChat {
+		return "chat"
+	}
+	return "message"
+}
+
+// partitionKey names a partition of the consumed cluster.
+type partitionKey struct {
+	topic     string
+	partition int32
+}
+
+func (k partitionKey) String() string { return fmt.Sprintf("%s[%d]", k.topic, k.partition) }
+
+// MarshalText names the partition in logs.
+func (k partitionKey) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Writer consumes change records and applies them to the internal database
+// in batches, with each batch's partition offsets in the same transaction.
+// Postgres holds the offsets the writer resumes from; Kafka's committed
+// offsets are a copy for tools (lag in a Kafka UI), never read back.
+//
+// One goroutine (Run) owns the consumer and all of the writer's state; the
+// rebalance callback runs on it, inside Poll.
+type Writer struct {
+	consumer     *kafka.Consumer
+	db           *chatdb.DB
+	dlq          *deadLetters
+	opts         Options
+	offsetsGroup string
+	topics       *regexp.Regexp
+	metrics      *metrics
+	log          *slog.Logger
+
+	ctx    context.Context // Run's: ends the retry loops on shutdown
+	parts  map[partitionKey]*partition
+	batch  batch
+	failed bool // Postgres failed since the last good batch: log the recovery
+}
+
+// partition is an assigned partition's state.
+type partition struct {
+	// stored is the offset the writer believes Postgres holds for the
+	// partition (chatdb.NoOffset: none): the From of its next advance.
+	stored int64
+	// consumed is one past the last record read, for the lag gauge.
+	consumed int64
+}
+
+// batch is what the next transaction writes.
+type batch struct {
+	messages []change.Message
+	chats    []change.Chat
+	ends     map[partitionKey]int64 // one past each partition's last record
+	stamps   []time.Time            // the records' Kafka timestamps
+	dead     []deadLetter           // dead-lettered records, produced but maybe not yet acknowledged
+	size     int                    // records, dead ones included
+	opened   time.Time              // when the first record joined
+}
+
+func (b *batch) reset() {
+	b.messages, b.chats, b.stamps, b.dead = b.messages[:0], b.chats[:0], b.stamps[:0], b.dead[:0]
+	clear(b.ends)
+	b.size = 0
+}
+
+// NewWriter returns a writer that reads with consumer, which must be
+// created by newConsumer (manual offsets, cooperative rebalancing) and not
+// yet subscribed, writes to db and dead-letters to dlq.
+func NewWriter(consumer *kafka.Consumer, db *chatdb.DB, dlq *deadLetters, opts Options, m *metrics, log *slog.Logger) (*Writer, error) {
+	switch {
+	case opts.Group == "" || opts.Cluster == "":
+		return nil, errors.New("writer: group and cluster are required")
+	case opts.MessageTopic == "" || opts.ChatTopic == "" || opts.MessageTopic == opts.ChatTopic:
+		return nil, errors.New("writer: two distinct topics are required")
+	case opts.BatchMax < 1:
+		return nil, fmt.Errorf("writer: batch size %d: want at least 1", opts.BatchMax)
+	case opts.Linger < 0:
+		return nil, fmt.Errorf("writer: linger %s: want at least 0", opts.Linger)
+	}
+	return &Writer{
+		consumer:     consumer,
+		db:           db,
+		dlq:          dlq,
+		opts:         opts,
+		offsetsGroup: opts.Group + "@" + opts.Cluster,
+		topics:       topicPattern(opts.MessageTopic, opts.ChatTopic),
+		metrics:      m,
+		log:          log,
+		parts:        map[partitionKey]*partition{},
+		batch:        batch{ends: map[partitionKey]int64{}},
+	}, nil
+}
+
+// topicPattern matches the two topics and their MirrorMaker 2 copies
+// ("<source cluster>.<topic>"), but not their dead-letter topics.
+func topicPattern(messages, chats string) *regexp.Regexp {
+	return regexp.MustCompile(`^([A-Za-z0-9_-]+\.)?(` + regexp.QuoteMeta(messages) + `|` + regexp.QuoteMeta(chats) + `)$`)
+}
+
+// kindOf returns what topic holds and its name without a MirrorMaker 2
+// prefix.
+func (w *Writer) kindOf(topic string) (kind, string) {
+	base := w.topics.FindStringSubmatch(topic)[2]
+	if base == w.opts.ChatTopic {
+		return kindChat, base
+	}
+	return kindMessage, base
+}
+
+// Run consumes until ctx ends, then applies the open batch, leaves the group
+// and closes the consumer. It returns an error only for a fatal Kafka error.
+func (w *Writer) Run(ctx context.Context) error {
+	w.ctx = ctx
+	defer w.close()
+	// librdkafka takes a subscription starting with ^ as a regular
+	// expression, and re-evaluates it as topics appear (mirrored ones too).
+	if err := w.consumer.SubscribeTopics([]string{w.topics.String()}, w.rebalance); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", w.topics, err)
+	}
+	w.log.Info("consuming", "topics", w.topics.String(), "group", w.opts.Group, "offsets", w.offsetsGroup)
+	lagEvery := time.NewTicker(time.Second)
+	defer lagEvery.Stop()
+	for ctx.Err() == nil {
+		wait := pollIdle
+		if w.batch.size > 0 {
+			wait = max(0, min(wait, w.opts.Linger-time.Since(w.batch.opened)))
+		}
+		switch e := w.consumer.Poll(int(wait.Milliseconds())).(type) {
+		case *kafka.Message:
+			w.add(e)
+		case kafka.Error:
+			if e.IsFatal() {
+				return fmt.Errorf("kafka consumer: %w", e)
+			}
+			w.kafkaError(e)
+		}
+		if w.batch.size >= w.opts.BatchMax || (w.batch.size > 0 && time.Since(w.batch.opened) >= w.opts.Linger) {
+			w.flush()
+		}
+		w.metrics.open.Set(float64(w.batch.size))
+		select {
+		case <-lagEvery.C:
+			w.updateLag()
+		default:
+		}
+	}
+	w.log.Info("stopping: applying the open batch and leaving the group", "records", w.batch.size)
+	w.flush()
+	return nil
+}
+
+// close leaves the group (the revoke runs w.rebalance, with nothing left to
+// flush) and closes the consumer.
+func (w *Writer) close() {
+	if err := w.consumer.Close(); err != nil {
+		w.log.Warn("close Kafka consumer", "err", err)
+	}
+}
+
+// kafkaError logs a client error that librdkafka retries by itself.
+func (w *Writer) kafkaError(e kafka.Error) {
+	w.metrics.kafkaErrors.Inc()
+	if e.Code() == kafka.ErrAllBrokersDown {
+		w.log.Warn("Kafka unreachable; the client keeps retrying", "err", e)
+		return
+	}
+	w.log.Debug("Kafka client error", "err", e)
+}
+
+// add puts a record into the open batch, or dead-letters it.
+func (w *Writer) add(m *kafka.Message) {
+	k := partitionKey{*m.TopicPartition.Topic, m.TopicPartition.Partition}
+	p, ok := w.parts[k]
+	if !ok {
+		return // fetched before its partition was revoked
+	}
+	if w.batch.size == 0 {
+		w.batch.opened = time.Now()
+	}
+	w.batch.size++
+	w.batch.ends[k] = int64(m.TopicPartition.Offset) + 1
+	p.consumed = int64(m.TopicPartition.Offset) + 1
+	kd, base := w.kindOf(k.topic)
+	if err := w.decode(kd, m); err != nil {
+		w.batch.dead = append(w.batch.dead, w.dlq.send(m, kd, base, err))
+		return
+	}
+	w.batch.stamps = append(w.batch.stamps, m.Timestamp)
+}
+
+// decode adds m's change to the batch, or says why it cannot be stored.
+func (w *Writer) decode(kd kind, m *kafka.Message) error {
+	if len(m.Value) > maxRecordBytes {
+		return fmt.Errorf("%w: record of %d bytes, more than %d", change.ErrInvalid, len(m.Value), maxRecordBytes)
+	}
+	switch kd {
+	case kindChat:
+		c, err := change.DecodeChat(m.Value)
+		if err == nil {
+			err = chatdb.CheckChat(c)
+		}
+		if err != nil {
+			return err
+		}
+		w.batch.chats = append(w.batch.chats, c)
+	default:
+		msg, err := change.DecodeMessage(m.Value)
+		if err == nil {
+			err = chatdb.CheckMessage(msg)
+		}
+		if err != nil {
+			return err
+		}
+		w.batch.messages = append(w.batch.messages, msg)
+	}
+	return nil
+}
+
+// flush applies the open batch: its dead letters acknowledged first, then
+// its records and offsets in one transaction. On failure it drops the batch
+// and rewinds every partition to its offset in Postgres.
+func (w *Writer) flush() {
+	b := &w.batch
+	if b.size == 0 {
+		return
+	}
+	defer b.reset()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), applyTimeout)
+	defer cancel()
+	if err := w.dlq.await(ctx, b.dead); err != nil {
+		w.rewind(fmt.Errorf("dead-letter %d records: %w", len(b.dead), err))
+		return
+	}
+	advances := make([]chatdb.Advance, 0, len(b.ends))
+	for _, k := range slices.SortedFunc(maps.Keys(b.ends), comparePartitions) {
+		advances = append(advances, chatdb.Advance{Topic: k.topic, Partition: k.partition, From: w.parts[k].stored, To: b.ends[k]})
+	}
+	start := time.Now()
+	applied, err := w.db.Apply(ctx, w.offsetsGroup, chatdb.Batch{Messages: b.messages, Chats: b.chats, Offsets: advances})
+	took := time.Since(start)
+	if err != nil {
+		w.rewind(err)
+		return
+	}
+	if w.failed {
+		w.log.Info("writing again", "records", b.size)
+		w.failed = false
+	}
+	w.metrics.observeBatch(b, applied, took, time.Now())
+	for _, d := range b.dead {
+		w.log.Warn("dead-lettered a record", "topic", d.source.topic, "partition", d.source.partition,
+			"offset", d.offset, "to", d.topic, "err", d.reason)
+	}
+	stored := make([]kafka.TopicPartition, 0, len(advances))
+	for _, a := range advances {
+		w.parts[partitionKey{a.Topic, a.Partition}].stored = a.To
+		stored = append(stored, kafka.TopicPartition{Topic: &a.Topic, Partition: a.Partition, Offset: kafka.Offset(a.To)})
+	}
+	// The copy for tools; a partition revoked meanwhile is refused, harmlessly.
+	_, _ = w.consumer.StoreOffsets(stored)
+}
+
+// rewind handles a failed batch: the batch is dropped and every assigned
+// partition is sought back to the offset Postgres holds, so its records are
+// read again — after a lost connection, a Postgres failover that lost the
+// last commits, or a rebalance that let another writer store further.
+func (w *Writer) rewind(cause error) {
+	w.metrics.rewinds.Inc()
+	switch {
+	case errors.Is(cause, chatdb.ErrOffsetMoved):
+		w.log.Info("stored offsets moved; reading again from Postgres's", "err", cause)
+	case !w.failed:
+		w.log.Warn("batch failed; reading again from the offsets in Postgres", "err", cause)
+		w.failed = true
+	}
+	w.batch.reset()
+	keys := slices.SortedFunc(maps.Keys(w.parts), comparePartitions)
+	stored, ok := w.loadOffsets(keys)
+	if !ok {
+		return // shutting down
+	}
+	seeks := make([]kafka.TopicPartition, 0, len(keys))
+	for _, k := range keys {
+		w.parts[k].stored = stored[k]
+		seeks = append(seeks, topicPartition(k, stored[k]))
+	}
+	if len(seeks) == 0 {
+		return
+	}
+	res, err := w.consumer.SeekPartitions(seeks)
+	if err == nil {
+		for _, tp := range res {
+			err = errors.Join(err, tp.Error)
+		}
+	}
+	if err != nil {
+		// Without the seek the partitions' next advances will not start at
+		// the stored offsets, fail with ErrOffsetMoved, and seek again.
+		w.log.Warn("seek to the stored offsets", "err", err)
+	}
+}
+
+// loadOffsets reads the stored offsets of keys, retrying with capped
+// backoff while Postgres is unreachable. It returns false if Run's context
+// ended first.
+func (w *Writer) loadOffsets(keys []partitionKey) (map[partitionKey]int64, bool) {
+	backoff := feed.Backoff{Initial: 100 * time.Millisecond, Max: retryMax}
+	for logged := false; ; {
+		ctx, cancel := context.WithTimeout(w.ctx, applyTimeout)
+		offsets, err := w.db.Offsets(ctx, w.offsetsGroup)
+		cancel()
+		if err == nil {
+			stored := make(map[partitionKey]int64, len(keys))
+			for _, k := range keys {
+				stored[k] = chatdb.NoOffset
+			}
+			for _, o := range offsets {
+				if k := (partitionKey{o.Topic, o.Partition}); slices.Contains(keys, k) {
+					stored[k] = o.Next
+				}
+			}
+			return stored, true
+		}
+		if w.ctx.Err() != nil {
+			return nil, false
+		}
+		if !logged {
+			w.log.Warn("Postgres unreachable; retrying", "err", err)
+			w.failed, logged = true, true
+		}
+		select {
+		case <-w.ctx.Done():
+			return nil, false
+		case <-time.After(backoff.Next()):
+		}
+	}
+}
+
+// rebalance is the consumer group's rebalance callback (cooperative: it
+// gets only the partitions that move). Assigned partitions start at their
+// offsets in Postgres; revoked ones get the open batch applied first, so
+// their next owner starts where this writer stopped.
+func (w *Writer) rebalance(c *kafka.Consumer, ev kafka.Event) error {
+	switch e := ev.(type) {
+	case kafka.AssignedPartitions:
+		keys := make([]partitionKey, len(e.Partitions))
+		for i, tp := range e.Partitions {
+			keys[i] = partitionKey{*tp.Topic, tp.Partition}
+		}
+		stored, ok := w.loadOffsets(keys)
+		if !ok {
+			return w.ctx.Err()
+		}
+		tps := make([]kafka.TopicPartition, len(keys))
+		for i, k := range keys {
+			w.parts[k] = &partition{stored: stored[k], consumed: max(stored[k], 0)}
+			tps[i] = topicPartition(k, stored[k])
+		}
+		w.log.Info("partitions assigned", "partitions", keys, "owned", len(w.parts))
+		w.metrics.assigned.Set(float64(len(w.parts)))
+		return c.IncrementalAssign(tps)
+	case kafka.RevokedPartitions:
+		if c.AssignmentLost() {
+			// Another writer may own them already; the offsets' compare-
+			// and-set makes whichever batch comes second read again.
+			w.log.Warn("partitions lost (session timed out)", "partitions", len(e.Partitions))
+		}
+		w.flush()
+		for _, tp := range e.Partitions {
+			k := partitionKey{*tp.Topic, tp.Partition}
+			delete(w.parts, k)
+			w.metrics.forget(k)
+		}
+		w.log.Info("partitions revoked", "partitions", len(e.Partitions), "owned", len(w.parts))
+		w.metrics.assigned.Set(float64(len(w.parts)))
+		return c.IncrementalUnassign(e.Partitions)
+	}
+	return nil
+}
+
+// updateLag sets the lag gauges from the high watermarks the consumer last
+// fetched.
+func (w *Writer) updateLag() {
+	for k, p := range w.parts {
+		_, high, err := w.consumer.GetWatermarkOffsets(k.topic, k.partition)
+		if err != nil || high < 0 {
+			continue
+		}
+		w.metrics.lag(k, max(0, high-p.consumed))
+	}
+}
+
+// topicPartition is k positioned at stored, or at its beginning when no
+// offset is stored (a new database reads every record Kafka still has).
+func topicPartition(k partitionKey, stored int64) kafka.TopicPartition {
+	off := kafka.OffsetBeginning
+	if stored != chatdb.NoOffset {
+		off = kafka.Offset(stored)
+	}
+	return kafka.TopicPartition{Topic: &k.topic, Partition: k.partition, Offset: off}
+}
+
+func comparePartitions(a, b partitionKey) int {
+	if c := strings.Compare(a.topic, b.topic); c != 0 {
+		return c
+	}
+	return int(a.partition - b.partition)
+}
