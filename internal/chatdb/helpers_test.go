@@ -86,4 +86,3 @@ func chatIDs(t *testing.T, db *chatdb.DB) []string {
 	}
 	return ids
 }
-
