@@ -48,6 +48,9 @@ const (
 	portSyncA1          = "sync-a1"
 	portSyncA2          = "sync-a2"
 	portSyncB1          = "sync-b1"
+	portWriterA1        = "writer-a1"
+	portWriterA2        = "writer-a2"
+	portWriterB1        = "writer-b1"
 	fixedTemporalPort   = 7233
 	fixedTemporalUIPort = 8233
 )

@@ -18,6 +18,13 @@ const (
 	SyncA1 Name = "sync-a1"
 	SyncA2 Name = "sync-a2"
 	SyncB1 Name = "sync-b1"
+	// WriterA1 and WriterA2 are region a's writers (workers/writer), one
+	// consumer group on Kafka a's topics and their copies mirrored from b;
+	// WriterB1 is region b's, on Kafka b. All write to the Postgres primary
+	// (the multi-host DSN follows a promotion).
+	WriterA1 Name = "writer-a1"
+	WriterA2 Name = "writer-a2"
+	WriterB1 Name = "writer-b1"
 )
 
 // Keys of stack.env for our services.
@@ -74,6 +81,26 @@ func (s *Stack) syncWorker(n Name, port string) *component {
 		Build:    "./workers/sync",
 		Env:      env,
 		After:    after,
+		ReadyURL: "http://" + hostPort(s.ports[port]) + "/readyz",
+	}, nil)
+}
+
+// writer runs a writer consuming Kafka cluster kafka.
+func (s *Stack) writer(n, kafka Name, port string) *component {
+	cluster := "a"
+	if kafka == KafkaB {
+		cluster = "b"
+	}
+	return s.newService(Service{
+		Name:  n,
+		Build: "./workers/writer",
+		Env: []string{
+			"KAFKA_BOOTSTRAP=" + s.kafkaBootstrap(kafka),
+			"KAFKA_CLUSTER=" + cluster,
+			"WRITER_LISTEN_ADDR=" + hostPort(s.ports[port]),
+			"WRITER_IDENTITY=" + string(n),
+		},
+		After:    []Name{PGPrimary, kafka},
 		ReadyURL: "http://" + hostPort(s.ports[port]) + "/readyz",
 	}, nil)
 }

@@ -321,6 +321,9 @@ var componentPorts = map[Name][]string{
 	SyncA1:    {portSyncA1},
 	SyncA2:    {portSyncA2},
 	SyncB1:    {portSyncB1},
+	WriterA1:  {portWriterA1},
+	WriterA2:  {portWriterA2},
+	WriterB1:  {portWriterB1},
 }
 
 func (s *Stack) newComponent(n Name) (*component, error) {
@@ -347,6 +350,12 @@ func (s *Stack) newComponent(n Name) (*component, error) {
 		return s.syncWorker(n, portSyncA2), nil
 	case SyncB1:
 		return s.syncWorker(n, portSyncB1), nil
+	case WriterA1:
+		return s.writer(n, KafkaA, portWriterA1), nil
+	case WriterA2:
+		return s.writer(n, KafkaA, portWriterA2), nil
+	case WriterB1:
+		return s.writer(n, KafkaB, portWriterB1), nil
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownComponent, n)
 }
