@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -74,42 +73,9 @@ func newWriterEnv(t testing.TB) *writerEnv {
 		BatchMax: 1000, Linger: 5 * time.Millisecond,
 		LogLevel: "debug",
 	}
-	e.createTopics(e.bootstrap, e.cfg.MessageTopic, e.cfg.ChatTopic)
-	p, err := kafka.NewProducer(&kafka.ConfigMap{
-		"bootstrap.servers": e.bootstrap, "enable.idempotence": true, "acks": "all",
-		"partitioner": "murmur2_random", "linger.ms": 1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	e.producer = p
+	stacktest.CreateTopics(t, e.bootstrap, topicPartitions, e.cfg.MessageTopic, e.cfg.ChatTopic)
+	e.producer = stacktest.NewProducer(t, e.bootstrap)
 	return e
-}
-
-// createTopics creates topics with topicPartitions partitions on a cluster.
-func (e *writerEnv) createTopics(bootstrap string, topics ...string) {
-	e.t.Helper()
-	admin, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": bootstrap})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer admin.Close()
-	specs := make([]kafka.TopicSpecification, len(topics))
-	for i, t := range topics {
-		specs[i] = kafka.TopicSpecification{Topic: t, NumPartitions: topicPartitions, ReplicationFactor: 1}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	res, err := admin.CreateTopics(ctx, specs, kafka.SetAdminOperationTimeout(10*time.Second))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, r := range res {
-		if r.Error.Code() != kafka.ErrNoError {
-			e.t.Fatalf("create topic %s: %v", r.Topic, r.Error)
-		}
-	}
 }
 
 // env is the writer's configuration as environment variables, for a
@@ -220,29 +186,6 @@ func recordsCounter(mfs []*dto.MetricFamily, kd kind, outcome string) float64 {
 	return 0
 }
 
-// record is one record to produce.
-type record struct {
-	topic string
-	key   string
-	value []byte
-}
-
-// records returns msgs and chats as records of the env's topics, in a random
-// interleaving that keeps each topic's order.
-func (e *writerEnv) records(r *rand.Rand, msgs []change.Message, chats []change.Chat) []record {
-	out := make([]record, 0, len(msgs)+len(chats))
-	for len(msgs)+len(chats) > 0 {
-		if len(chats) > 0 && (len(msgs) == 0 || r.IntN(len(msgs)+len(chats)) < len(chats)) {
-			out = append(out, record{e.cfg.ChatTopic, chats[0].ID, mustJSON(e.t, chats[0])})
-			chats = chats[1:]
-			continue
-		}
-		out = append(out, record{e.cfg.MessageTopic, msgs[0].ChatID, mustJSON(e.t, msgs[0])})
-		msgs = msgs[1:]
-	}
-	return out
-}
-
 func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -250,32 +193,6 @@ func mustJSON(t testing.TB, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// produce produces recs with producer p, in order, and waits until Kafka
-// acknowledged every one.
-func produce(t testing.TB, p *kafka.Producer, recs []record) {
-	t.Helper()
-	reports := make(chan kafka.Event, len(recs))
-	for _, r := range recs {
-		err := p.Produce(&kafka.Message{
-			TopicPartition: kafka.TopicPartition{Topic: &r.topic, Partition: kafka.PartitionAny},
-			Key:            []byte(r.key), Value: r.value,
-		}, reports)
-		if err != nil {
-			t.Fatalf("produce to %s: %v", r.topic, err)
-		}
-	}
-	for range recs {
-		select {
-		case ev := <-reports:
-			if m, ok := ev.(*kafka.Message); !ok || m.TopicPartition.Error != nil {
-				t.Fatalf("delivery: %v", ev)
-			}
-		case <-time.After(time.Minute):
-			t.Fatal("no delivery report within a minute")
-		}
-	}
 }
 
 // waitConverged waits until the database holds model m's state, and fails
@@ -289,5 +206,16 @@ func (e *writerEnv) waitConverged(m *chatdbtest.Model, deadline time.Duration) {
 	e.t.Logf("converged %s after the last record was acknowledged", time.Since(start).Round(time.Millisecond))
 }
 
-// discardLogger is for clients whose logs a test does not need.
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+// records returns msgs and chats as records of the env's topics (see
+// chatdbtest.Records).
+func (e *writerEnv) records(r *rand.Rand, msgs []change.Message, chats []change.Chat) []stacktest.Record {
+	return chatdbtest.Records(r, e.cfg.MessageTopic, e.cfg.ChatTopic, msgs, chats)
+}
+
+// produce produces recs at once and waits until Kafka acknowledged them.
+func produce(t testing.TB, p *kafka.Producer, recs []stacktest.Record) {
+	t.Helper()
+	if err := stacktest.Produce(p, recs, len(recs), 0); err != nil {
+		t.Fatal(err)
+	}
+}

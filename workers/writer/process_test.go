@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -93,7 +92,7 @@ func TestKillNineMidStreamLosesNothing(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() {
 		defer produced.Store(true)
-		errc <- streamRecords(e.producer, recs, 20, 50*time.Millisecond)
+		errc <- stacktest.Produce(e.producer, recs, 20, 50*time.Millisecond)
 	}()
 	const kills = 6
 	killedMidStream := 0
@@ -124,37 +123,6 @@ func TestKillNineMidStreamLosesNothing(t *testing.T) {
 			t.Errorf("%s was never assigned a partition", n)
 		}
 	}
-}
-
-// streamRecords produces recs, chunk records every interval, and waits for
-// every acknowledgement.
-func streamRecords(p *kafka.Producer, recs []record, chunk int, interval time.Duration) error {
-	reports := make(chan kafka.Event, len(recs))
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for i := 0; i < len(recs); i += chunk {
-		for _, r := range recs[i:min(i+chunk, len(recs))] {
-			err := p.Produce(&kafka.Message{
-				TopicPartition: kafka.TopicPartition{Topic: &r.topic, Partition: kafka.PartitionAny},
-				Key:            []byte(r.key), Value: r.value,
-			}, reports)
-			if err != nil {
-				return fmt.Errorf("produce: %w", err)
-			}
-		}
-		<-tick.C
-	}
-	for range recs {
-		select {
-		case ev := <-reports:
-			if m, ok := ev.(*kafka.Message); !ok || m.TopicPartition.Error != nil {
-				return fmt.Errorf("delivery: %v", ev)
-			}
-		case <-time.After(time.Minute):
-			return errors.New("no delivery report within a minute")
-		}
-	}
-	return nil
 }
 
 // TestSIGTERMAppliesTheOpenBatchAndLeaves gives a writer a batch that would

@@ -38,20 +38,14 @@ func TestAppliesAnyArrivalOrder(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, uint64(run)))
 			e := newWriterEnv(t)
 			bootstrapB := stacktest.Env(t, e.stack, devstack.EnvKafkaBBootstrap)
-			e.createTopics(bootstrapB, e.cfg.MessageTopic, e.cfg.ChatTopic)
-			producerB, err := kafka.NewProducer(&kafka.ConfigMap{
-				"bootstrap.servers": bootstrapB, "enable.idempotence": true, "acks": "all", "partitioner": "murmur2_random",
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(producerB.Close)
+			stacktest.CreateTopics(t, bootstrapB, topicPartitions, e.cfg.MessageTopic, e.cfg.ChatTopic)
+			producerB := stacktest.NewProducer(t, bootstrapB)
 
 			h := chatdbtest.NewHistory(r, e.prefix, 12, 1500)
 			msgs, chats := h.Arrivals(r, 20)
 			m := chatdbtest.NewModel()
 			m.Apply(chatdb.Batch{Messages: msgs, Chats: chats})
-			var onA, onB []record
+			var onA, onB []stacktest.Record
 			for _, rec := range e.records(r, msgs, chats) {
 				if r.IntN(100) < 30 {
 					onB = append(onB, rec)
@@ -99,25 +93,34 @@ func TestPoisonRecordsGoToDeadLetterTopics(t *testing.T) {
 		chatdbtest.Msg(chat+"-m2", chat, 3, 3, "after", false),
 	}
 	valid := string(mustJSON(t, good[0]))
-	poison := []record{
-		{e.cfg.MessageTopic, chat, []byte(`{not json`)},
-		{e.cfg.MessageTopic, chat, []byte(strings.Replace(valid, `"id":"`+good[0].ID+`",`, "", 1))},
-		{e.cfg.MessageTopic, chat, []byte(strings.Replace(valid, `"createdAt":"`, `"createdAt":"yesterday`, 1))},
-		{e.cfg.MessageTopic, chat, []byte(strings.Replace(valid, `"content":"before"`, `"content":"a\u0000b"`, 1))},
-		{e.cfg.MessageTopic, chat, []byte(strings.Replace(valid, `"version":2`, `"version":0`, 1))},
-		{e.cfg.MessageTopic, chat, bytes.Repeat([]byte("x"), maxRecordBytes+1)},
-		{e.cfg.ChatTopic, chat, []byte(`{"type":"rename","id":"` + chat + `","version":5}`)},
-		{e.cfg.ChatTopic, chat, []byte(`[]`)},
+	msgRecord := func(value string) stacktest.Record {
+		return stacktest.Record{Topic: e.cfg.MessageTopic, Key: chat, Value: []byte(value)}
+	}
+	chatRecord := func(value string) stacktest.Record {
+		return stacktest.Record{Topic: e.cfg.ChatTopic, Key: chat, Value: []byte(value)}
+	}
+	poison := []stacktest.Record{
+		msgRecord(`{not json`),
+		msgRecord(strings.Replace(valid, `"id":"`+good[0].ID+`",`, "", 1)),
+		msgRecord(strings.Replace(valid, `"createdAt":"`, `"createdAt":"yesterday`, 1)),
+		msgRecord(strings.Replace(valid, `"content":"before"`, `"content":"a\u0000b"`, 1)),
+		msgRecord(strings.Replace(valid, `"version":2`, `"version":0`, 1)),
+		msgRecord(strings.Repeat("x", maxRecordBytes+1)),
+		chatRecord(`{"type":"rename","id":"` + chat + `","version":5}`),
+		chatRecord(`[]`),
 	}
 	for i, p := range poison[1:5] {
-		if string(p.value) == valid {
+		if string(p.Value) == valid {
 			t.Fatalf("poison record %d is the valid record: the test's edit did not apply", i+1)
 		}
 	}
 	w := e.startInProcess("writer-1")
-	recs := []record{{e.cfg.ChatTopic, chat, mustJSON(t, chatdbtest.ChatNew(chat, 1))}, {e.cfg.MessageTopic, chat, []byte(valid)}}
+	recs := []stacktest.Record{
+		{Topic: e.cfg.ChatTopic, Key: chat, Value: mustJSON(t, chatdbtest.ChatNew(chat, 1))},
+		msgRecord(valid), // the good record before the poison
+	}
 	recs = append(recs, poison...)
-	recs = append(recs, record{e.cfg.MessageTopic, chat, mustJSON(t, good[1])})
+	recs = append(recs, stacktest.Record{Topic: e.cfg.MessageTopic, Key: chat, Value: mustJSON(t, good[1])})
 	produce(t, e.producer, recs)
 
 	m := chatdbtest.NewModel()
@@ -126,21 +129,21 @@ func TestPoisonRecordsGoToDeadLetterTopics(t *testing.T) {
 
 	dead := readTopics(t, e.bootstrap, len(poison), e.cfg.MessageTopic+DeadLetterSuffix, e.cfg.ChatTopic+DeadLetterSuffix)
 	for _, p := range poison {
-		i := slices.IndexFunc(dead, func(d *kafka.Message) bool { return bytes.Equal(d.Value, p.value) })
+		i := slices.IndexFunc(dead, func(d *kafka.Message) bool { return bytes.Equal(d.Value, p.Value) })
 		if i < 0 {
-			t.Errorf("poison record %.40q is not in the dead-letter topics", p.value)
+			t.Errorf("poison record %.40q is not in the dead-letter topics", p.Value)
 			continue
 		}
 		d := dead[i]
-		if want := p.topic + DeadLetterSuffix; *d.TopicPartition.Topic != want {
-			t.Errorf("poison record %.40q went to %s, want %s", p.value, *d.TopicPartition.Topic, want)
+		if want := p.Topic + DeadLetterSuffix; *d.TopicPartition.Topic != want {
+			t.Errorf("poison record %.40q went to %s, want %s", p.Value, *d.TopicPartition.Topic, want)
 		}
 		h := headers(d)
-		if h[HeaderError] == "" || h[HeaderSourceTopic] != p.topic || h[HeaderSourceCluster] != "a" ||
+		if h[HeaderError] == "" || h[HeaderSourceTopic] != p.Topic || h[HeaderSourceCluster] != "a" ||
 			h[HeaderSourcePartition] == "" || h[HeaderSourceOffset] == "" || string(d.Key) != chat {
-			t.Errorf("dead letter of %.40q: key %q, headers %v", p.value, d.Key, h)
+			t.Errorf("dead letter of %.40q: key %q, headers %v", p.Value, d.Key, h)
 		}
-		t.Logf("dead-lettered %.40q: %s", p.value, h[HeaderError])
+		t.Logf("dead-lettered %.40q: %s", p.Value, h[HeaderError])
 	}
 	if n := w.counter(t, kindMessage, outcomeDeadLettered); n != 6 {
 		t.Errorf("dead-lettered messages counted: %v, want 6", n)

@@ -7,6 +7,7 @@ package chatdbtest
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -159,6 +160,29 @@ func (h History) Arrivals(r *rand.Rand, dupPercent int) (msgs []change.Message, 
 	r.Shuffle(len(msgs), func(i, j int) { msgs[i], msgs[j] = msgs[j], msgs[i] })
 	r.Shuffle(len(chats), func(i, j int) { chats[i], chats[j] = chats[j], chats[i] })
 	return msgs, chats
+}
+
+// Records returns msgs as records of topic msgTopic and chats as records
+// of chatTopic, keyed by chat ID and encoded as the sync encodes them, in a
+// random interleaving that keeps each topic's order.
+func Records(r *rand.Rand, msgTopic, chatTopic string, msgs []change.Message, chats []change.Chat) []stacktest.Record {
+	out := make([]stacktest.Record, 0, len(msgs)+len(chats))
+	for len(msgs)+len(chats) > 0 {
+		var rec stacktest.Record
+		var v any
+		if len(chats) > 0 && (len(msgs) == 0 || r.IntN(len(msgs)+len(chats)) < len(chats)) {
+			rec, v, chats = stacktest.Record{Topic: chatTopic, Key: chats[0].ID}, chats[0], chats[1:]
+		} else {
+			rec, v, msgs = stacktest.Record{Topic: msgTopic, Key: msgs[0].ChatID}, msgs[0], msgs[1:]
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			panic(err) // a change record always encodes
+		}
+		rec.Value = b
+		out = append(out, rec)
+	}
+	return out
 }
 
 // Model is what the database must hold after some records were applied, in
