@@ -14,15 +14,16 @@ GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 run: bootstrap build
 	$(DEVSTACK) up -profile geo
 
-# Packages whose tests stop shared servers (the sync's stop Kafka cluster a):
-# they run after all the others, so no other package's tests see the outage.
-DISRUPTIVE := github.com/chatpoc/chat-poc/workers/sync
+# Packages whose tests disrupt shared servers run after all the others, one at
+# a time, in this order: the sync's stop Kafka cluster a (and restart it); the
+# Postgres failover kills the primary for good (the standby is the primary after).
+DISRUPTIVE := github.com/chatpoc/chat-poc/workers/sync github.com/chatpoc/chat-poc/workers/writer/pgfailover
 
 ## test: the whole suite against real servers (one shared geo stack for all packages).
 test: bootstrap build vet
 	DEVSTACK_BIN=$(abspath $(DEVSTACK)) $(DEVSTACK) exec $(TEST_STACK) -- sh -c '\
-	  $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -vxF "$(DISRUPTIVE)") && \
-	  $(GO) test $(GOTEST_FLAGS) $(DISRUPTIVE)'
+	  $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -vxF $(addprefix -e ,$(DISRUPTIVE))) && \
+	  for p in $(DISRUPTIVE); do $(GO) test $(GOTEST_FLAGS) $$p || exit 1; done'
 
 ## bench: benchmarks against a real geo stack (its own state, free ports); rewrites the tables in BENCHMARKS.md.
 BENCH_STACK := -profile geo -dir .devstack-bench -ports auto -fresh
@@ -35,7 +36,10 @@ bench: bootstrap build
 	  { $(BENCH) -bench SyncFailoverGap -benchtime 20x ./workers/sync/ && \
 	    $(BENCH) -bench SyncLatency -benchtime 6000x ./workers/sync/ && \
 	    $(BENCH) -bench SyncThroughput -benchtime 20000x ./workers/sync/; } \
-	    | $(GO) run ./deploy/cmd/benchmd -section sync'
+	    | $(GO) run ./deploy/cmd/benchmd -section sync; \
+	  { $(BENCH) -bench WriterThroughput -benchtime 20000x ./workers/writer/ && \
+	    $(BENCH) -bench WriterLatency -benchtime 6000x ./workers/writer/; } \
+	    | $(GO) run ./deploy/cmd/benchmd -section writer'
 
 ## bootstrap: install what a fresh machine lacks (idempotent; a second run downloads nothing).
 bootstrap:

@@ -168,6 +168,22 @@ func (p *inProcess) counter(t testing.TB, kd kind, outcome string) float64 {
 	return recordsCounter(mfs, kd, outcome)
 }
 
+// gauge returns the value of the writer's gauge name.
+func (p *inProcess) gauge(t testing.TB, name string) float64 {
+	t.Helper()
+	mfs, err := p.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
+}
+
 func recordsCounter(mfs []*dto.MetricFamily, kd kind, outcome string) float64 {
 	for _, mf := range mfs {
 		if mf.GetName() != "writer_records_total" {
