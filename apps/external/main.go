@@ -7,14 +7,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,6 +21,7 @@ import (
 	"github.com/chatpoc/chat-poc/apps/external/web"
 	"github.com/chatpoc/chat-poc/internal/envconfig"
 	"github.com/chatpoc/chat-poc/internal/logging"
+	"github.com/chatpoc/chat-poc/internal/service"
 )
 
 // Config is the service's configuration, read from these environment variables.
@@ -44,15 +41,7 @@ const shutdownTimeout = 10 * time.Second
 // pruneInterval is how often feed entries past retention are deleted.
 const pruneInterval = time.Hour
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := run(ctx, log); err != nil {
-		log.Error("external stopped", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("external", run) }
 
 func run(ctx context.Context, log *slog.Logger) error {
 	var cfg Config
@@ -105,20 +94,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		log.Info("serving", "addr", cfg.ListenAddr)
-		if err := httpSrv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), shutdownTimeout)
-		defer cancel()
-		log.Info("shutting down")
-		return httpSrv.Shutdown(shutCtx)
-	})
+	service.Serve(gctx, g, httpSrv, shutdownTimeout, log)
 	g.Go(func() error {
 		tick := time.NewTicker(pruneInterval)
 		defer tick.Stop()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"testing"
 	"time"
 
@@ -54,7 +53,7 @@ func BenchmarkSyncFailoverGap(b *testing.B) {
 	stopStorm()
 	acked := wait()
 	recs := e.verify(acked, traces)
-	reportDurations(b, "gap", gaps)
+	stacktest.ReportDurations(b, "gap", time.Second, gaps)
 	b.ReportMetric(float64(duplicates(recs))/float64(b.N), "dups/failover")
 	b.ReportMetric(float64(len(missing(acked, recs))), "lost")
 }
@@ -80,7 +79,7 @@ func firstSeenAfter(traces []*trace, t time.Time, attempt string) time.Time {
 // sync_produce_seconds histogram) and the end-to-end latency from external's
 // commit (the change's updatedAt) to a read_committed consumer seeing it.
 func BenchmarkSyncLatency(b *testing.B) {
-	if probeRun(b) {
+	if stacktest.ProbeRun(b) {
 		return
 	}
 	e := newSyncEnv(b)
@@ -111,7 +110,7 @@ func BenchmarkSyncLatency(b *testing.B) {
 			e2e = append(e2e, t.Sub(a.ServerAt))
 		}
 	}
-	reportDurations(b, "e2e", e2e)
+	stacktest.ReportDurations(b, "e2e", time.Millisecond, e2e)
 	buckets := scrapeHistogram(b, e.metrics["w1"]+"/metrics", "sync_produce_seconds")
 	b.ReportMetric(histogramQuantile(0.5, buckets)*1000, "produce-p50-ms")
 	b.ReportMetric(histogramQuantile(0.99, buckets)*1000, "produce-p99-ms")
@@ -121,7 +120,7 @@ func BenchmarkSyncLatency(b *testing.B) {
 // build up in external, resumes it and measures how fast the backlog reaches
 // Kafka (external → Kafka, with the whole geo stack running).
 func BenchmarkSyncThroughput(b *testing.B) {
-	if probeRun(b) {
+	if stacktest.ProbeRun(b) {
 		return
 	}
 	e := newSyncEnv(b)
@@ -156,29 +155,6 @@ func BenchmarkSyncThroughput(b *testing.B) {
 	poll := scrapeHistogram(b, e.metrics["w1"]+"/metrics", "sync_poll_seconds")
 	produce := scrapeHistogram(b, e.metrics["w1"]+"/metrics", "sync_produce_seconds")
 	b.Logf("per page: poll p50 %.1f ms, produce p50 %.1f ms", histogramQuantile(0.5, poll)*1000, histogramQuantile(0.5, produce)*1000)
-}
-
-// probeRun reports whether this is the testing package's first call with
-// b.N = 1, made before the call with -benchtime's count: too small to
-// measure a distribution, and not reported.
-func probeRun(b *testing.B) bool { return b.N == 1 }
-
-// reportDurations reports p50, p99 and max of ds, in ms (or s for gaps).
-func reportDurations(b *testing.B, name string, ds []time.Duration) {
-	b.Helper()
-	if len(ds) == 0 {
-		b.Fatalf("no %s samples", name)
-	}
-	slices.Sort(ds)
-	q := func(p float64) time.Duration { return ds[min(len(ds)-1, int(math.Ceil(p*float64(len(ds))))-1)] }
-	unit, div := "ms", float64(time.Millisecond)
-	if name == "gap" {
-		unit, div = "s", float64(time.Second)
-	}
-	b.ReportMetric(float64(q(0.5))/div, name+"-p50-"+unit)
-	b.ReportMetric(float64(q(0.99))/div, name+"-p99-"+unit)
-	b.ReportMetric(float64(ds[len(ds)-1])/div, name+"-max-"+unit)
-	b.Logf("%s over %d samples: p50 %s, p99 %s, max %s", name, len(ds), q(0.5), q(0.99), ds[len(ds)-1])
 }
 
 type bucket struct {

@@ -6,20 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
@@ -34,23 +28,7 @@ import (
 // processes (to kill -9 and SIGSTOP them); TestMain builds it once.
 var workerBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sync-worker-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	workerBin = filepath.Join(dir, "sync")
-	build := exec.Command("go", "build", "-o", workerBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build the sync worker:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { stacktest.MainWithCommand(m, ".", "sync", &workerBin) }
 
 const adminToken = "test-admin-token"
 
@@ -66,16 +44,10 @@ type syncEnv struct {
 	tc       client.Client
 	external string
 	txnID    string
-	logDir   string
+	procs    *stacktest.Procs
 
 	mu      sync.Mutex
-	workers map[string]*workerProc
 	metrics map[string]string // worker name -> base URL of its /metrics
-}
-
-type workerProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
 func newSyncEnv(t testing.TB) *syncEnv {
@@ -85,9 +57,12 @@ func newSyncEnv(t testing.TB) *syncEnv {
 	ext := externaltest.NewServer(t, api.Config{AdminToken: adminToken})
 	e := &syncEnv{
 		t: t, stack: stack, ns: ns, tc: tc, external: ext.URL,
-		txnID: stacktest.UniqueName("sync"), logDir: t.TempDir(), workers: map[string]*workerProc{}, metrics: map[string]string{},
+		txnID: stacktest.UniqueName("sync"), metrics: map[string]string{},
 	}
-	t.Cleanup(e.stopAll)
+	// Cleanups run last first: the workers are killed, then the workflow
+	// is terminated (before, a worker could start it again).
+	t.Cleanup(e.terminate)
+	e.procs = stacktest.NewProcs(t, workerBin)
 	return e
 }
 
@@ -101,111 +76,57 @@ func (e *syncEnv) startWorker(name, region string) {
 	if region == "b" {
 		home, other, otherName = b, a, "a"
 	}
-	logf, err := os.OpenFile(filepath.Join(e.logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	addr := freeAddr(e.t)
-	cmd := exec.Command(workerBin)
-	cmd.Env = append(os.Environ(),
-		"TEMPORAL_ADDRESS="+stacktest.Env(e.t, e.stack, devstack.EnvTemporalAddress),
-		"TEMPORAL_NAMESPACE="+e.ns,
-		"EXTERNAL_URL="+e.external,
-		"KAFKA_BOOTSTRAP="+home,
-		"KAFKA_CLUSTER="+region,
-		"SYNC_TRANSACTIONAL_ID="+e.txnID,
-		"SYNC_LISTEN_ADDR="+addr,
-		"SYNC_IDENTITY="+name,
+	addr := stacktest.FreeAddr(e.t)
+	env := []string{
+		"TEMPORAL_ADDRESS=" + stacktest.Env(e.t, e.stack, devstack.EnvTemporalAddress),
+		"TEMPORAL_NAMESPACE=" + e.ns,
+		"EXTERNAL_URL=" + e.external,
+		"KAFKA_BOOTSTRAP=" + home,
+		"KAFKA_CLUSTER=" + region,
+		"SYNC_TRANSACTIONAL_ID=" + e.txnID,
+		"SYNC_LISTEN_ADDR=" + addr,
+		"SYNC_IDENTITY=" + name,
 		"LOG_LEVEL=debug",
-	)
+	}
 	if other != "" {
-		cmd.Env = append(cmd.Env, "KAFKA_FAILOVER_BOOTSTRAP="+other, "KAFKA_FAILOVER_CLUSTER="+otherName)
+		env = append(env, "KAFKA_FAILOVER_BOOTSTRAP="+other, "KAFKA_FAILOVER_CLUSTER="+otherName)
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		e.t.Fatalf("start worker %s: %v", name, err)
-	}
-	p := &workerProc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
+	e.procs.Start(name, env...)
 	e.mu.Lock()
-	e.workers[name] = p
 	e.metrics[name] = "http://" + addr
 	e.mu.Unlock()
 }
 
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func (e *syncEnv) worker(name string) *workerProc {
+// worker returns the worker process last started as name.
+func (e *syncEnv) worker(name string) *stacktest.Proc {
 	e.t.Helper()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	p, ok := e.workers[name]
-	if !ok {
-		e.t.Fatalf("no worker %s", name)
-	}
-	return p
+	return e.procs.Get(name)
 }
 
 // kill sends SIGKILL to a worker and waits for it to die.
 func (e *syncEnv) kill(name string) {
 	e.t.Helper()
-	e.worker(name).kill()
-}
-
-// kill sends SIGKILL (which ends a SIGSTOPped process too) and waits for the
-// process to die.
-func (p *workerProc) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
+	e.worker(name).Kill()
 }
 
 // signal sends sig to a worker.
 func (e *syncEnv) signal(name string, sig syscall.Signal) {
 	e.t.Helper()
-	if err := e.worker(name).cmd.Process.Signal(sig); err != nil {
-		e.t.Fatalf("signal %v to %s: %v", sig, name, err)
+	if err := e.worker(name).Signal(sig); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
-func (e *syncEnv) stopAll() {
-	e.mu.Lock()
-	procs := e.workers
-	e.workers = map[string]*workerProc{}
-	e.mu.Unlock()
-	for _, p := range procs {
-		p.kill()
-	}
+// logOf returns what worker name has logged so far.
+func (e *syncEnv) logOf(name string) (string, error) {
+	b, err := os.ReadFile(e.worker(name).Log)
+	return string(b), err
+}
+
+func (e *syncEnv) terminate() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = e.tc.TerminateWorkflow(ctx, workflows.WorkflowID, "", "test over")
-	if e.t.Failed() {
-		e.dumpLogs()
-	}
-}
-
-// dumpLogs prints the tail of every worker's log, for a failed test.
-func (e *syncEnv) dumpLogs() {
-	files, _ := filepath.Glob(filepath.Join(e.logDir, "*.log"))
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		lines = lines[max(0, len(lines)-40):]
-		e.t.Logf("--- last lines of %s:\n%s", filepath.Base(f), strings.Join(lines, "\n"))
-	}
 }
 
 // activeWorker returns the identity of the worker whose attempt of the sync
@@ -310,15 +231,9 @@ func (e *syncEnv) status(ctx context.Context) (workflows.Status, error) {
 // scrapeMetrics reads the Prometheus metrics served at url, by family name.
 func scrapeMetrics(t testing.TB, url string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
+	mfs, err := stacktest.ScrapeMetrics(url)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("metrics at %s: %v", url, err)
 	}
 	return mfs
 }

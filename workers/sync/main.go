@@ -13,9 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +30,7 @@ import (
 	"github.com/chatpoc/chat-poc/internal/feed"
 	"github.com/chatpoc/chat-poc/internal/logging"
 	"github.com/chatpoc/chat-poc/internal/publisher"
+	"github.com/chatpoc/chat-poc/internal/service"
 	"github.com/chatpoc/chat-poc/workflows"
 )
 
@@ -69,15 +68,7 @@ const (
 	dialRetryMax = 10 * time.Second
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := run(ctx, log); err != nil {
-		log.Error("sync worker stopped", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("sync worker", run) }
 
 func run(ctx context.Context, log *slog.Logger) error {
 	var cfg Config
@@ -155,20 +146,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		log.Info("serving metrics and health", "addr", cfg.ListenAddr)
-		if err := httpSrv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve %s: %w", cfg.ListenAddr, err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		log.Info("shutting down")
-		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
-		defer cancel()
-		return httpSrv.Shutdown(shutCtx)
-	})
+	service.Serve(gctx, g, httpSrv, 5*time.Second, log)
 	g.Go(func() error {
 		keepSingleton(gctx, tc, pub, topics, log)
 		return nil

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -57,11 +55,11 @@ func TestFiveWorkersStartingAtOnceRunOneExecution(t *testing.T) {
 	runs := map[string]string{}
 	stacktest.WaitFor(t, time.Minute, "every worker to ensure the singleton", func() error {
 		for _, n := range names {
-			b, err := os.ReadFile(filepath.Join(e.logDir, n+".log"))
+			log, err := e.logOf(n)
 			if err != nil {
 				return err
 			}
-			for _, line := range strings.Split(string(b), "\n") {
+			for _, line := range strings.Split(log, "\n") {
 				var l struct{ Msg, RunID string }
 				if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "sync workflow running" {
 					runs[n] = l.RunID
@@ -202,11 +200,11 @@ func TestFrozenWorkerIsFencedWhenItResumes(t *testing.T) {
 	// producer is fenced) and ends the stale attempt.
 	var ended string
 	stacktest.WaitFor(t, time.Minute, frozen+" to end its stale attempt", func() error {
-		b, err := os.ReadFile(filepath.Join(e.logDir, frozen+".log"))
+		log, err := e.logOf(frozen)
 		if err != nil {
 			return err
 		}
-		for _, line := range strings.Split(string(b), "\n") {
+		for _, line := range strings.Split(log, "\n") {
 			var l struct{ Msg, Reason string }
 			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "sync attempt ended" {
 				ended = l.Reason
@@ -263,13 +261,11 @@ func TestSIGTERMHandsTheSyncOverWithoutATimeout(t *testing.T) {
 	e.startWorkers(twoWorkers)
 	who, attempt := e.waitAttemptAfter("")
 	e.signal(who, syscall.SIGTERM)
-	p := e.worker(who)
-	select {
-	case <-p.done:
-	case <-time.After(time.Minute):
-		t.Fatalf("%s did not exit within a minute of SIGTERM", who)
+	code, err := e.worker(who).Wait(time.Minute)
+	if err != nil {
+		t.Fatalf("after SIGTERM: %v", err)
 	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+	if code != 0 {
 		t.Errorf("%s exited with %d after SIGTERM, want 0", who, code)
 	}
 	next, nextAttempt := e.waitAttemptAfter(attempt)
@@ -302,11 +298,11 @@ func TestSIGTERMHandsTheSyncOverWithoutATimeout(t *testing.T) {
 		t.Errorf("the execution running at SIGTERM: completed %v, last attempt %d; want completed by its first attempt",
 			completed, startedAttempt)
 	}
-	b, err := os.ReadFile(filepath.Join(e.logDir, who+".log"))
+	log, err := e.logOf(who)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), "handing the sync over") {
+	if !strings.Contains(log, "handing the sync over") {
 		t.Errorf("%s's log does not show the handover", who)
 	}
 }

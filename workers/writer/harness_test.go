@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -26,17 +24,7 @@ import (
 // processes.
 var writerBin string
 
-func TestMain(m *testing.M) {
-	bin, dir, err := stacktest.BuildCommand(".", "writer")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	writerBin = bin
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { stacktest.MainWithCommand(m, ".", "writer", &writerBin) }
 
 // topicPartitions is how many partitions a test's topics have: enough for
 // two writers to share them.

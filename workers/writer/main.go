@@ -15,9 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -30,6 +28,7 @@ import (
 	"github.com/chatpoc/chat-poc/internal/chatdb"
 	"github.com/chatpoc/chat-poc/internal/envconfig"
 	"github.com/chatpoc/chat-poc/internal/logging"
+	"github.com/chatpoc/chat-poc/internal/service"
 )
 
 // Config is the writer's configuration, read from these environment variables.
@@ -74,15 +73,7 @@ const (
 	kafkaCommitEveryMs = 1000 // the copy of the offsets for tools
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := run(ctx, log); err != nil {
-		log.Error("writer stopped", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("writer", run) }
 
 func run(ctx context.Context, log *slog.Logger) error {
 	var cfg Config
@@ -140,19 +131,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		log.Info("serving metrics and health", "addr", cfg.ListenAddr)
-		if err := httpSrv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve %s: %w", cfg.ListenAddr, err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
-		defer cancel()
-		return httpSrv.Shutdown(shutCtx)
-	})
+	service.Serve(gctx, g, httpSrv, 5*time.Second, log)
 	g.Go(func() error { return w.Run(gctx) })
 	err = g.Wait()
 	log.Info("stopped")

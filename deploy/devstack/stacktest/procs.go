@@ -36,6 +36,21 @@ func BuildCommand(pkg, name string) (bin, dir string, err error) {
 	return bin, dir, nil
 }
 
+// MainWithCommand is a TestMain that builds the Go command in package
+// directory pkg (see BuildCommand), sets *bin to its path, runs the tests
+// and removes the binary.
+func MainWithCommand(m *testing.M, pkg, name string, bin *string) {
+	path, dir, err := BuildCommand(pkg, name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = path
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // Procs runs one test's processes of a binary, each under a name, its
 // output in a log file of its own. When the test ends they are all killed,
 // and if it failed the tail of every log is printed.

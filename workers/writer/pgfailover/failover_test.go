@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,17 +24,7 @@ import (
 
 var writerBin string
 
-func TestMain(m *testing.M) {
-	bin, dir, err := stacktest.BuildCommand("..", "writer")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	writerBin = bin
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { stacktest.MainWithCommand(m, "..", "writer", &writerBin) }
 
 // TestPromotedStandbyLosesNothing streams records into a writer whose
 // database DSN lists the primary and the standby. Mid-stream it stops the
