@@ -161,14 +161,21 @@ func topicPattern(messages, chats string) *regexp.Regexp {
 	return regexp.MustCompile(`^([A-Za-z0-9_-]+\.)?(` + regexp.QuoteMeta(messages) + `|` + regexp.QuoteMeta(chats) + `)$`)
 }
 
+// errUnknownTopic dead-letters a record of a topic that Kafka's regular
+// expression matched and Go's does not (the two engines differ in corners).
+var errUnknownTopic = errors.New("record of a topic the writer does not recognise")
+
 // kindOf returns what topic holds and its name without a MirrorMaker 2
-// prefix.
-func (w *Writer) kindOf(topic string) (kind, string) {
-	base := w.topics.FindStringSubmatch(topic)[2]
-	if base == w.opts.ChatTopic {
-		return kindChat, base
+// prefix, or false for a topic the pattern does not match.
+func (w *Writer) kindOf(topic string) (kind, string, bool) {
+	m := w.topics.FindStringSubmatch(topic)
+	switch {
+	case m == nil:
+		return kindMessage, topic, false
+	case m[2] == w.opts.ChatTopic:
+		return kindChat, m[2], true
 	}
-	return kindMessage, base
+	return kindMessage, m[2], true
 }
 
 // Run consumes until ctx ends, then applies the open batch, leaves the group
@@ -244,8 +251,12 @@ func (w *Writer) add(m *kafka.Message) {
 	w.batch.size++
 	w.batch.ends[k] = int64(m.TopicPartition.Offset) + 1
 	p.consumed = int64(m.TopicPartition.Offset) + 1
-	kd, base := w.kindOf(k.topic)
-	if err := w.decode(kd, m); err != nil {
+	kd, base, known := w.kindOf(k.topic)
+	err := errUnknownTopic
+	if known {
+		err = w.decode(kd, m)
+	}
+	if err != nil {
 		w.batch.dead = append(w.batch.dead, w.dlq.send(m, kd, base, err))
 		return
 	}
