@@ -108,6 +108,11 @@ func TestPromotedStandbyLosesNothing(t *testing.T) {
 	if err := syscall.Kill(sender, syscall.SIGSTOP); err != nil {
 		t.Fatalf("stop the WAL sender (pid %d): %v", sender, err)
 	}
+	// Postgres backends are session leaders, outside the server's process
+	// group: killing the server leaves a stopped one behind, and continuing
+	// it could still send the standby what it holds.
+	killSender := func() { _ = syscall.Kill(sender, syscall.SIGKILL) }
+	t.Cleanup(killSender)
 	frozen := offsetsOn(adminPrimary)
 	stacktest.WaitFor(t, time.Minute, "the writer to commit after replication stopped", func() error {
 		if n := offsetsOn(adminPrimary); n < frozen+300 {
@@ -117,9 +122,10 @@ func TestPromotedStandbyLosesNothing(t *testing.T) {
 	})
 	atKill := offsetsOn(adminPrimary)
 	killed := time.Now()
-	if err := stack.Kill(ctx, devstack.PGPrimary); err != nil { // SIGKILL to the whole server, WAL sender included
+	if err := stack.Kill(ctx, devstack.PGPrimary); err != nil {
 		t.Fatal(err)
 	}
+	killSender()
 	// What the standby has is final now; read it (a hot standby serves
 	// reads) before the promotion lets the writer write again.
 	onStandby := offsetsOn(adminStandby)
