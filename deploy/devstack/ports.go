@@ -51,6 +51,8 @@ const (
 	portWriterA1        = "writer-a1"
 	portWriterA2        = "writer-a2"
 	portWriterB1        = "writer-b1"
+	portInternalA1      = "internal-a1"
+	portInternalB1      = "internal-b1"
 	fixedTemporalPort   = 7233
 	fixedTemporalUIPort = 8233
 )
@@ -60,6 +62,7 @@ var fixedPorts = map[string]int{
 	portTemporal:   fixedTemporalPort,
 	portTemporalUI: fixedTemporalUIPort,
 	portExternal:   fixedExternalPort,
+	portInternalA1: fixedInternalPort,
 }
 
 // ErrPortInUse reports that a port the stack needs is taken by another process.
@@ -160,7 +163,7 @@ func documentedPort(p int) bool {
 			return true
 		}
 	}
-	return p == fixedInternalPort
+	return false
 }
 
 // staticPortRange is [lo, hi): from 10000 up to the start of the kernel's

@@ -159,6 +159,13 @@ func (s *Stack) pgDSN(user, password, db string, ports ...int) string {
 	return u.String()
 }
 
+// pgReadDSN is the internal database for region b's readers: the standby
+// first, the primary if the standby is down (prefer-standby).
+func (s *Stack) pgReadDSN() string {
+	dsn := s.pgDSN(pgAppUser, s.secrets.pgApp, pgInternalDB, s.ports[portPGStandby], s.ports[portPGPrimary])
+	return strings.Replace(dsn, "target_session_attrs=read-write", "target_session_attrs=prefer-standby", 1)
+}
+
 func pgPing(ctx context.Context, dsn string) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {

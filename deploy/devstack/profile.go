@@ -33,9 +33,9 @@ const (
 )
 
 var profiles = map[Profile][]Name{
-	ProfileSingle: {PGPrimary, Redis, KafkaA, Temporal, External, SyncA1, WriterA1},
+	ProfileSingle: {PGPrimary, Redis, KafkaA, Temporal, External, SyncA1, WriterA1, InternalA1},
 	ProfileGeo: {PGPrimary, PGStandby, Redis, KafkaA, KafkaB, MirrorMaker, Temporal, External,
-		SyncA1, SyncA2, SyncB1, WriterA1, WriterA2, WriterB1},
+		SyncA1, SyncA2, SyncB1, WriterA1, WriterA2, WriterB1, InternalA1, InternalB1},
 }
 
 // ParseProfile returns the profile named s, or an error listing the valid ones.

@@ -25,18 +25,25 @@ const (
 	WriterA1 Name = "writer-a1"
 	WriterA2 Name = "writer-a2"
 	WriterB1 Name = "writer-b1"
+	// InternalA1 is region a's internal app (apps/internal) on the
+	// documented port 30002, reading Kafka a and the Postgres primary;
+	// InternalB1 is region b's, reading Kafka b and the standby.
+	InternalA1 Name = "internal-a1"
+	InternalB1 Name = "internal-b1"
 )
 
 // Keys of stack.env for our services.
 const (
 	EnvExternalURL        = "EXTERNAL_URL"         // base URL of the external service
 	EnvExternalAdminToken = "EXTERNAL_ADMIN_TOKEN" // bearer token of its /admin/faults
+	EnvInternalURL        = "INTERNAL_URL"         // base URL of region a's internal app
+	EnvInternalBURL       = "INTERNAL_B_URL"       // base URL of region b's internal app
 )
 
 // The UIs' documented ports (as in the original's NodePorts).
 const (
 	fixedExternalPort = 30001
-	fixedInternalPort = 30002 // the internal app's, reserved until it exists
+	fixedInternalPort = 30002 // region a's internal app
 )
 
 func (s *Stack) external() *component {
@@ -103,6 +110,35 @@ func (s *Stack) writer(n, kafka Name, port string) *component {
 		After:    []Name{PGPrimary, kafka},
 		ReadyURL: "http://" + hostPort(s.ports[port]) + "/readyz",
 	}, nil)
+}
+
+// internalApp runs an instance of the internal app on Kafka cluster kafka;
+// its consumer group is its name, stable across restarts. Region b's reads
+// the standby first (prefer-standby), region a's the primary.
+func (s *Stack) internalApp(n, kafka Name, port string) *component {
+	p := s.ports[port]
+	env := []string{
+		"INTERNAL_LISTEN_ADDR=" + hostPort(p),
+		// The UI is opened as http://localhost:PORT; allow that Origin too.
+		"INTERNAL_ALLOWED_ORIGINS=localhost:" + strconv.Itoa(p),
+		"KAFKA_BOOTSTRAP=" + s.kafkaBootstrap(kafka),
+		"INTERNAL_GROUP=" + string(n),
+		"INTERNAL_IDENTITY=" + string(n),
+	}
+	after := []Name{PGPrimary, Redis, kafka}
+	if kafka == KafkaB && s.opts.Profile.Has(PGStandby) {
+		env = append(env, "PG_INTERNAL_DSN="+s.pgReadDSN())
+		after = append(after, PGStandby)
+	}
+	c := s.newService(Service{
+		Name:     n,
+		Build:    "./apps/internal",
+		Env:      env,
+		After:    after,
+		ReadyURL: "http://" + hostPort(p) + "/readyz",
+	}, nil)
+	c.addr = "http://localhost:" + strconv.Itoa(p)
+	return c
 }
 
 func (s *Stack) kafkaBootstrap(n Name) string {

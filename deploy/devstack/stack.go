@@ -311,19 +311,21 @@ func (s *Stack) newService(svc Service, infra []Name) *component {
 
 // componentPorts lists the ports each component listens on.
 var componentPorts = map[Name][]string{
-	PGPrimary: {portPGPrimary},
-	PGStandby: {portPGStandby},
-	Redis:     {portRedis},
-	KafkaA:    {portKafkaA, portKafkaAControl},
-	KafkaB:    {portKafkaB, portKafkaBControl},
-	Temporal:  {portTemporal, portTemporalUI},
-	External:  {portExternal},
-	SyncA1:    {portSyncA1},
-	SyncA2:    {portSyncA2},
-	SyncB1:    {portSyncB1},
-	WriterA1:  {portWriterA1},
-	WriterA2:  {portWriterA2},
-	WriterB1:  {portWriterB1},
+	PGPrimary:  {portPGPrimary},
+	PGStandby:  {portPGStandby},
+	Redis:      {portRedis},
+	KafkaA:     {portKafkaA, portKafkaAControl},
+	KafkaB:     {portKafkaB, portKafkaBControl},
+	Temporal:   {portTemporal, portTemporalUI},
+	External:   {portExternal},
+	SyncA1:     {portSyncA1},
+	SyncA2:     {portSyncA2},
+	SyncB1:     {portSyncB1},
+	WriterA1:   {portWriterA1},
+	WriterA2:   {portWriterA2},
+	WriterB1:   {portWriterB1},
+	InternalA1: {portInternalA1},
+	InternalB1: {portInternalB1},
 }
 
 func (s *Stack) newComponent(n Name) (*component, error) {
@@ -356,6 +358,10 @@ func (s *Stack) newComponent(n Name) (*component, error) {
 		return s.writer(n, KafkaA, portWriterA2), nil
 	case WriterB1:
 		return s.writer(n, KafkaB, portWriterB1), nil
+	case InternalA1:
+		return s.internalApp(n, KafkaA, portInternalA1), nil
+	case InternalB1:
+		return s.internalApp(n, KafkaB, portInternalB1), nil
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownComponent, n)
 }
@@ -528,6 +534,10 @@ func (s *Stack) Env() Env {
 		case External:
 			env[EnvExternalURL] = "http://" + hostPort(s.ports[portExternal])
 			env[EnvExternalAdminToken] = s.secrets.externalAdmin
+		case InternalA1:
+			env[EnvInternalURL] = fmt.Sprintf("http://localhost:%d", s.ports[portInternalA1])
+		case InternalB1:
+			env[EnvInternalBURL] = fmt.Sprintf("http://localhost:%d", s.ports[portInternalB1])
 		case Temporal:
 			env[EnvTemporalAddress] = hostPort(s.ports[portTemporal])
 			env[EnvTemporalNamespace] = temporalNamespace

@@ -72,7 +72,7 @@ func poll(b *testing.B, what string, cond func() bool) {
 // stale.
 func (p *inProcess) committed(t testing.TB) float64 {
 	sum := 0.0
-	for _, k := range []kind{kindMessage, kindChat} {
+	for _, k := range []change.Kind{change.KindMessage, change.KindChat} {
 		sum += p.counter(t, k, outcomeWritten) + p.counter(t, k, outcomeStale)
 	}
 	return sum

@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/chatpoc/chat-poc/internal/change"
 )
 
 // DeadLetterSuffix names a topic's dead-letter topic: "chat-messages.dlq".
@@ -35,7 +37,7 @@ type deadLetters struct {
 // deadLetter is one record sent to a dead-letter topic.
 type deadLetter struct {
 	topic     string // the dead-letter topic
-	kind      kind
+	kind      change.Kind
 	source    partitionKey
 	offset    int64
 	reason    error
@@ -77,7 +79,7 @@ func newDeadLetters(bootstrap, cluster, clientID string, log *slog.Logger) (*dea
 // send produces m, a record of kind kd that could not be stored for
 // reason, to the dead-letter topic of base (m's topic without a MirrorMaker
 // 2 prefix). Its delivery is awaited with the batch (await).
-func (d *deadLetters) send(m *kafka.Message, kd kind, base string, reason error) deadLetter {
+func (d *deadLetters) send(m *kafka.Message, kd change.Kind, base string, reason error) deadLetter {
 	dl := deadLetter{
 		topic:     base + DeadLetterSuffix,
 		kind:      kd,

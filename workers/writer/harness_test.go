@@ -75,8 +75,8 @@ func (e *writerEnv) env(identity, listen string) []string {
 		"KAFKA_BOOTSTRAP=" + c.KafkaBootstrap,
 		"KAFKA_CLUSTER=" + c.KafkaCluster,
 		"WRITER_GROUP=" + c.Group,
-		"WRITER_MESSAGE_TOPIC=" + c.MessageTopic,
-		"WRITER_CHAT_TOPIC=" + c.ChatTopic,
+		"KAFKA_MESSAGE_TOPIC=" + c.MessageTopic,
+		"KAFKA_CHAT_TOPIC=" + c.ChatTopic,
 		"WRITER_BATCH_MAX=" + strconv.Itoa(c.BatchMax),
 		"WRITER_BATCH_LINGER=" + c.Linger.String(),
 		"WRITER_LISTEN_ADDR=" + listen,
@@ -147,7 +147,7 @@ func (e *writerEnv) startInProcess(identity string) *inProcess {
 
 // counter returns the value of the writer_records_total series of kind and
 // outcome.
-func (p *inProcess) counter(t testing.TB, kd kind, outcome string) float64 {
+func (p *inProcess) counter(t testing.TB, kd change.Kind, outcome string) float64 {
 	t.Helper()
 	mfs, err := p.reg.Gather()
 	if err != nil {
@@ -172,7 +172,7 @@ func (p *inProcess) gauge(t testing.TB, name string) float64 {
 	return 0
 }
 
-func recordsCounter(mfs []*dto.MetricFamily, kd kind, outcome string) float64 {
+func recordsCounter(mfs []*dto.MetricFamily, kd change.Kind, outcome string) float64 {
 	for _, mf := range mfs {
 		if mf.GetName() != "writer_records_total" {
 			continue

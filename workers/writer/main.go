@@ -38,8 +38,8 @@ type Config struct {
 	KafkaBootstrap  string        `env:"KAFKA_BOOTSTRAP" required:"true" doc:"bootstrap servers of this region's Kafka cluster, whose topics and mirrored copies are consumed"`
 	KafkaCluster    string        `env:"KAFKA_CLUSTER" default:"a" doc:"name of this region's Kafka cluster (its MirrorMaker 2 alias); offsets are stored per group and cluster"`
 	Group           string        `env:"WRITER_GROUP" default:"chat-writer" doc:"Kafka consumer group of the writers of one region"`
-	MessageTopic    string        `env:"WRITER_MESSAGE_TOPIC" default:"chat-messages" doc:"topic of message records (its mirrored copies <cluster>.<topic> are read too)"`
-	ChatTopic       string        `env:"WRITER_CHAT_TOPIC" default:"chats" doc:"topic of chat records (and its mirrored copies)"`
+	MessageTopic    string        `env:"KAFKA_MESSAGE_TOPIC" default:"chat-messages" doc:"topic of message records (its mirrored copies <cluster>.<topic> are read too)"`
+	ChatTopic       string        `env:"KAFKA_CHAT_TOPIC" default:"chats" doc:"topic of chat records (and its mirrored copies)"`
 	BatchMax        int           `env:"WRITER_BATCH_MAX" default:"1000" doc:"most records one Postgres transaction writes"`
 	Linger          time.Duration `env:"WRITER_BATCH_LINGER" default:"5ms" doc:"longest a record waits for more records to join its batch"`
 	TopicPartitions int           `env:"KAFKA_TOPIC_PARTITIONS" default:"0" doc:"partitions of the dead-letter topics the writer creates if missing; 0: the broker's default"`

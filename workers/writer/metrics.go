@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/internal/chatdb"
 )
 
@@ -72,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.records, m.batchSize, m.applyTime, m.delay, m.lagRecords, m.assigned, m.open, m.rewinds, m.kafkaErrors)
-	for _, k := range []kind{kindMessage, kindChat} {
+	for _, k := range []change.Kind{change.KindMessage, change.KindChat} {
 		for _, o := range []string{outcomeWritten, outcomeStale, outcomeDeadLettered} {
 			m.records.WithLabelValues(k.String(), o)
 		}
@@ -89,10 +90,10 @@ func (m *metrics) observeBatch(b *batch, a chatdb.Applied, took time.Duration, n
 			m.delay.Observe(now.Sub(ts).Seconds())
 		}
 	}
-	m.records.WithLabelValues(kindMessage.String(), outcomeWritten).Add(float64(a.MessagesWritten))
-	m.records.WithLabelValues(kindMessage.String(), outcomeStale).Add(float64(a.MessagesStale))
-	m.records.WithLabelValues(kindChat.String(), outcomeWritten).Add(float64(a.ChatsWritten))
-	m.records.WithLabelValues(kindChat.String(), outcomeStale).Add(float64(a.ChatsStale))
+	m.records.WithLabelValues(change.KindMessage.String(), outcomeWritten).Add(float64(a.MessagesWritten))
+	m.records.WithLabelValues(change.KindMessage.String(), outcomeStale).Add(float64(a.MessagesStale))
+	m.records.WithLabelValues(change.KindChat.String(), outcomeWritten).Add(float64(a.ChatsWritten))
+	m.records.WithLabelValues(change.KindChat.String(), outcomeStale).Add(float64(a.ChatsStale))
 	for _, d := range b.dead {
 		m.records.WithLabelValues(d.kind.String(), outcomeDeadLettered).Inc()
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -52,21 +51,6 @@ type Options struct {
 	Linger time.Duration
 }
 
-// kind is what a topic holds.
-type kind int
-
-const (
-	kindMessage kind = iota
-	kindChat
-)
-
-func (k kind) String() string {
-	if k == kindChat {
-		return "chat"
-	}
-	return "message"
-}
-
 // partitionKey names a partition of the consumed cluster.
 type partitionKey struct {
 	topic     string
@@ -91,7 +75,7 @@ type Writer struct {
 	dlq          *deadLetters
 	opts         Options
 	offsetsGroup string
-	topics       *regexp.Regexp
+	topics       change.Topics
 	metrics      *metrics
 	log          *slog.Logger
 
@@ -147,7 +131,7 @@ func NewWriter(consumer *kafka.Consumer, db *chatdb.DB, dlq *deadLetters, opts O
 		dlq:          dlq,
 		opts:         opts,
 		offsetsGroup: opts.Group + "@" + opts.Cluster,
-		topics:       topicPattern(opts.MessageTopic, opts.ChatTopic),
+		topics:       change.NewTopics(opts.MessageTopic, opts.ChatTopic),
 		metrics:      m,
 		log:          log,
 		parts:        map[partitionKey]*partition{},
@@ -155,28 +139,9 @@ func NewWriter(consumer *kafka.Consumer, db *chatdb.DB, dlq *deadLetters, opts O
 	}, nil
 }
 
-// topicPattern matches the two topics and their MirrorMaker 2 copies
-// ("<source cluster>.<topic>"), but not their dead-letter topics.
-func topicPattern(messages, chats string) *regexp.Regexp {
-	return regexp.MustCompile(`^([A-Za-z0-9_-]+\.)?(` + regexp.QuoteMeta(messages) + `|` + regexp.QuoteMeta(chats) + `)$`)
-}
-
 // errUnknownTopic dead-letters a record of a topic that Kafka's regular
 // expression matched and Go's does not (the two engines differ in corners).
 var errUnknownTopic = errors.New("record of a topic the writer does not recognise")
-
-// kindOf returns what topic holds and its name without a MirrorMaker 2
-// prefix, or false for a topic the pattern does not match.
-func (w *Writer) kindOf(topic string) (kind, string, bool) {
-	m := w.topics.FindStringSubmatch(topic)
-	switch {
-	case m == nil:
-		return kindMessage, topic, false
-	case m[2] == w.opts.ChatTopic:
-		return kindChat, m[2], true
-	}
-	return kindMessage, m[2], true
-}
 
 // Run consumes until ctx ends, then applies the open batch, leaves the group
 // and closes the consumer. It returns an error only for a fatal Kafka error.
@@ -185,10 +150,10 @@ func (w *Writer) Run(ctx context.Context) error {
 	defer w.close()
 	// librdkafka takes a subscription starting with ^ as a regular
 	// expression, and re-evaluates it as topics appear (mirrored ones too).
-	if err := w.consumer.SubscribeTopics([]string{w.topics.String()}, w.rebalance); err != nil {
-		return fmt.Errorf("subscribe to %s: %w", w.topics, err)
+	if err := w.consumer.SubscribeTopics([]string{w.topics.Subscription()}, w.rebalance); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", w.topics.Subscription(), err)
 	}
-	w.log.Info("consuming", "topics", w.topics.String(), "group", w.opts.Group, "offsets", w.offsetsGroup)
+	w.log.Info("consuming", "topics", w.topics.Subscription(), "group", w.opts.Group, "offsets", w.offsetsGroup)
 	lagEvery := time.NewTicker(time.Second)
 	defer lagEvery.Stop()
 	for ctx.Err() == nil {
@@ -251,7 +216,7 @@ func (w *Writer) add(m *kafka.Message) {
 	w.batch.size++
 	w.batch.ends[k] = int64(m.TopicPartition.Offset) + 1
 	p.consumed = int64(m.TopicPartition.Offset) + 1
-	kd, base, known := w.kindOf(k.topic)
+	kd, base, known := w.topics.Parse(k.topic)
 	err := errUnknownTopic
 	if known {
 		err = w.decode(kd, m)
@@ -264,12 +229,12 @@ func (w *Writer) add(m *kafka.Message) {
 }
 
 // decode adds m's change to the batch, or says why it cannot be stored.
-func (w *Writer) decode(kd kind, m *kafka.Message) error {
+func (w *Writer) decode(kd change.Kind, m *kafka.Message) error {
 	if len(m.Value) > maxRecordBytes {
 		return fmt.Errorf("%w: record of %d bytes, more than %d", change.ErrInvalid, len(m.Value), maxRecordBytes)
 	}
 	switch kd {
-	case kindChat:
+	case change.KindChat:
 		c, err := change.DecodeChat(m.Value)
 		if err == nil {
 			err = chatdb.CheckChat(c)

@@ -61,7 +61,7 @@ func TestAppliesAnyArrivalOrder(t *testing.T) {
 			total := float64(len(msgs) + len(chats))
 			counted := func() float64 {
 				sum := 0.0
-				for _, k := range []kind{kindMessage, kindChat} {
+				for _, k := range []change.Kind{change.KindMessage, change.KindChat} {
 					sum += w.counter(t, k, outcomeWritten) + w.counter(t, k, outcomeStale)
 				}
 				return sum
@@ -145,10 +145,10 @@ func TestPoisonRecordsGoToDeadLetterTopics(t *testing.T) {
 		}
 		t.Logf("dead-lettered %.40q: %s", p.Value, h[HeaderError])
 	}
-	if n := w.counter(t, kindMessage, outcomeDeadLettered); n != 6 {
+	if n := w.counter(t, change.KindMessage, outcomeDeadLettered); n != 6 {
 		t.Errorf("dead-lettered messages counted: %v, want 6", n)
 	}
-	if n := w.counter(t, kindChat, outcomeDeadLettered); n != 2 {
+	if n := w.counter(t, change.KindChat, outcomeDeadLettered); n != 2 {
 		t.Errorf("dead-lettered chat records counted: %v, want 2", n)
 	}
 }

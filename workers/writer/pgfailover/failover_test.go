@@ -70,7 +70,7 @@ func TestPromotedStandbyLosesNothing(t *testing.T) {
 	ps := stacktest.NewProcs(t, writerBin)
 	ps.Start("writer-1",
 		"PG_INTERNAL_DSN="+dsn, "KAFKA_BOOTSTRAP="+bootstrap, "KAFKA_CLUSTER=a",
-		"WRITER_GROUP="+name+"-writer", "WRITER_MESSAGE_TOPIC="+topics[0], "WRITER_CHAT_TOPIC="+topics[1],
+		"WRITER_GROUP="+name+"-writer", "KAFKA_MESSAGE_TOPIC="+topics[0], "KAFKA_CHAT_TOPIC="+topics[1],
 		"WRITER_BATCH_MAX=100", "WRITER_LISTEN_ADDR="+stacktest.FreeAddr(t), "WRITER_IDENTITY=writer-1", "LOG_LEVEL=debug")
 
 	// 20 records every 50 ms (400/s) for about 20 s.

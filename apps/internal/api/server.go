@@ -1,0 +1,272 @@
+// Package api is the internal app's HTTP and WebSocket surface: the chat
+// list and a chat's messages (Postgres ∪ the Redis cache, newest version
+// wins), the live WebSocket, the sync's status, health, metrics and the
+// browser UI.
+package api
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/chatpoc/chat-poc/apps/internal/cache"
+	"github.com/chatpoc/chat-poc/apps/internal/live"
+	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/chatdb"
+	"github.com/chatpoc/chat-poc/internal/wshub"
+)
+
+// Input limits.
+const (
+	// maxChatIDBytes bounds a chat ID in a path or a frame.
+	maxChatIDBytes = 128
+	// readTimeout bounds one load (Postgres and Redis reads).
+	readTimeout = 5 * time.Second
+	// cacheReadTimeout bounds the Redis share of a load; a Redis that does
+	// not answer in time is left out (memory stands in).
+	cacheReadTimeout = 500 * time.Millisecond
+)
+
+var errUnknownChat = errors.New("unknown chat")
+
+// Config is the API's share of the app's configuration.
+type Config struct {
+	// AllowedOrigins are extra host patterns (e.g. "localhost:*") whose
+	// pages may open the WebSocket; same-origin pages always may.
+	AllowedOrigins []string
+	// Ready checks the dependencies for /readyz: nil when ready, else what
+	// is wrong. Degraded (Redis down) is still ready.
+	Ready func(context.Context) (degraded []string, err error)
+}
+
+// Server serves the internal app.
+type Server struct {
+	echo    *echo.Echo
+	db      *chatdb.DB
+	cache   *cache.Cache
+	mem     *live.Memory
+	redis   func() bool // reports Redis down
+	hub     *Hub
+	status  *SyncStatus
+	cfg     Config
+	metrics *metrics
+	log     *slog.Logger
+}
+
+// New wires the routes. redisDown reports whether Redis is unavailable (the
+// live consumer knows); ui is the static browser UI served at /.
+func New(db *chatdb.DB, c *cache.Cache, mem *live.Memory, redisDown func() bool, status *SyncStatus,
+	ui fs.FS, reg *prometheus.Registry, cfg Config, log *slog.Logger) *Server {
+	m := newMetrics(reg)
+	s := &Server{
+		echo: echo.New(), db: db, cache: c, mem: mem, redis: redisDown, status: status,
+		cfg: cfg, metrics: m, log: log,
+	}
+	s.hub = &Hub{Hub: wshub.New(m.wsSlowDropped.Inc), log: log}
+	e := s.echo
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.Recover())
+	e.Use(s.observe)
+	e.Use(middleware.BodyLimit("4K")) // no endpoint takes a body
+
+	e.GET("/chats", s.listChats)
+	e.GET("/chats/:id/messages", s.chatMessages)
+	e.GET("/api/sync-status", s.syncStatus)
+	e.GET("/ws", s.handleWS)
+	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	e.GET("/readyz", s.ready)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	e.GET("/*", echo.WrapHandler(http.FileServerFS(ui)))
+	return s
+}
+
+// ServeHTTP makes Server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+// Hub returns the WebSocket hub, which the live consumer notifies.
+func (s *Server) Hub() *Hub { return s.hub }
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+// handleError maps errors to status codes, logs unexpected ones once, and
+// never shows internals to clients.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	status, body := http.StatusInternalServerError, apiError{Error: "internal error"}
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &he):
+		status = he.Code
+		body.Error = http.StatusText(status)
+		if msg, ok := he.Message.(string); ok {
+			body.Error = msg
+		}
+	case errors.Is(err, errUnknownChat):
+		status, body.Error = http.StatusNotFound, "unknown chat"
+	case errors.Is(err, context.Canceled):
+		status = 499 // client went away
+	default:
+		s.log.ErrorContext(c.Request().Context(), "request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+	}
+	_ = c.JSON(status, body)
+}
+
+// validChatID reports whether id can name a chat: non-empty, short, UTF-8
+// text without control characters.
+func validChatID(id string) bool {
+	if id == "" || len(id) > maxChatIDBytes || !utf8.ValidString(id) {
+		return false
+	}
+	return !strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
+// chatJSON is a chat in GET /chats.
+type chatJSON struct {
+	ID      string `json:"id"`
+	Version int64  `json:"version"`
+}
+
+// listChats returns the chats that are not deleted: Postgres's, and those
+// this instance saw created that the writer has not stored yet.
+func (s *Server) listChats(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
+	defer cancel()
+	stored, err := s.db.Chats(ctx)
+	if err != nil {
+		return err
+	}
+	byID := make(map[string]int64, len(stored))
+	for _, ch := range stored {
+		byID[ch.ID] = ch.Version
+	}
+	for _, ev := range s.mem.Chats() {
+		switch v, ok := byID[ev.ID]; {
+		case ev.Type == change.ChatDelete:
+			delete(byID, ev.ID)
+		case !ok || ev.Version > v:
+			byID[ev.ID] = ev.Version
+		}
+	}
+	out := make([]chatJSON, 0, len(byID))
+	for id, v := range byID {
+		out = append(out, chatJSON{id, v})
+	}
+	slices.SortFunc(out, func(a, b chatJSON) int { return strings.Compare(a.ID, b.ID) })
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) chatMessages(c echo.Context) error {
+	id := c.Param("id")
+	if !validChatID(id) {
+		return echo.NewHTTPError(http.StatusBadRequest, "chat id must be 1-128 bytes of text")
+	}
+	msgs, _, err := s.load(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, msgs)
+}
+
+// load returns chat chatID's messages — Postgres's rows and the cached
+// versions, the newer of the two for each message — sorted by creation, and
+// whether the chat is deleted. The cache is Redis, or this instance's memory
+// while Redis is down.
+func (s *Server) load(ctx context.Context, chatID string) ([]change.Message, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	stored, deleted, err := s.db.Messages(ctx, chatID)
+	known := err == nil
+	if err != nil && !errors.Is(err, chatdb.ErrNotFound) {
+		return nil, false, err
+	}
+	cached, chatEv, cachedChat := s.cached(ctx, chatID)
+	if cachedChat && chatEv.Type == change.ChatDelete {
+		deleted = true
+	}
+	if !known && len(cached) == 0 && !cachedChat {
+		return nil, false, errUnknownChat
+	}
+	byID := make(map[string]change.Message, len(stored)+len(cached))
+	for _, m := range slices.Concat(stored, cached) {
+		if old, ok := byID[m.ID]; !ok || m.Version > old.Version {
+			byID[m.ID] = m
+		}
+	}
+	out := make([]change.Message, 0, len(byID))
+	for _, m := range byID {
+		m.IsDeleted = m.IsDeleted || deleted
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b change.Message) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
+	return out, deleted, nil
+}
+
+// cached returns the chat's messages and event from Redis, or from memory
+// while Redis is down or does not answer in time.
+func (s *Server) cached(ctx context.Context, chatID string) ([]change.Message, change.Chat, bool) {
+	if !s.redis() {
+		cctx, cancel := context.WithTimeout(ctx, cacheReadTimeout)
+		defer cancel()
+		msgs, err := s.cache.Messages(cctx, chatID)
+		if err == nil {
+			ev, ok, err := s.cache.Chat(cctx, chatID)
+			if err == nil {
+				return msgs, ev, ok
+			}
+		}
+		s.metrics.cacheReadErrors.Inc()
+	}
+	ev, ok := s.mem.Chat(chatID)
+	return s.mem.Messages(chatID), ev, ok
+}
+
+func (s *Server) syncStatus(c echo.Context) error {
+	return c.JSON(http.StatusOK, s.status.Get())
+}
+
+// ready answers 200 when Postgres, Kafka (and Redis) answer, with the
+// degraded parts listed; 503 when a required one does not.
+func (s *Server) ready(c echo.Context) error {
+	if s.cfg.Ready == nil {
+		return c.String(http.StatusOK, "ok\n")
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	degraded, err := s.cfg.Ready(ctx)
+	if err != nil {
+		return c.String(http.StatusServiceUnavailable, err.Error()+"\n")
+	}
+	if len(degraded) > 0 {
+		return c.String(http.StatusOK, "degraded: "+strings.Join(degraded, ", ")+"\n")
+	}
+	return c.String(http.StatusOK, "ok\n")
+}
+
+// encode is json.Marshal for frames and bodies that always encode.
+func encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only our own structs of strings, numbers and times
+	}
+	return b
+}

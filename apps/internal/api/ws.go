@@ -1,0 +1,112 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/coder/websocket"
+	"github.com/labstack/echo/v4"
+
+	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/wshub"
+)
+
+// WebSocket message types: client → server sub and unsub; server → client
+// load (a chat's messages and whether it is deleted), update (one message's
+// new state), delete (a chat was deleted), newChat, error.
+const (
+	msgSub     = "sub"
+	msgUnsub   = "unsub"
+	msgLoad    = "load"
+	msgUpdate  = "update"
+	msgDelete  = "delete"
+	msgNewChat = "newChat"
+	msgError   = "error"
+)
+
+// event is one server → client frame.
+type event struct {
+	Type     string           `json:"type"`
+	ChatID   string           `json:"chatId,omitempty"`
+	Messages []change.Message `json:"messages,omitempty"`
+	Deleted  bool             `json:"deleted,omitempty"`
+	Error    string           `json:"error,omitempty"`
+}
+
+// Hub fans the new changes out to the WebSocket subscribers; it is the live
+// consumer's Notifier.
+type Hub struct {
+	*wshub.Hub
+	log *slog.Logger
+}
+
+// MessageChanged pushes m's new state to its chat's subscribers.
+func (h *Hub) MessageChanged(m change.Message) {
+	h.Publish(encode(event{Type: msgUpdate, ChatID: m.ChatID, Messages: []change.Message{m}}), m.ChatID, false)
+}
+
+// ChatCreated tells every client about a new chat.
+func (h *Hub) ChatCreated(id string) {
+	h.Publish(encode(event{Type: msgNewChat, ChatID: id}), id, true)
+}
+
+// ChatDeleted tells every client that a chat was deleted.
+func (h *Hub) ChatDeleted(id string) {
+	h.Publish(encode(event{Type: msgDelete, ChatID: id}), id, true)
+}
+
+func (s *Server) handleWS(c echo.Context) error {
+	conn, err := websocket.Accept(c.Response(), c.Request(), &websocket.AcceptOptions{
+		OriginPatterns: s.cfg.AllowedOrigins, // same-origin is always allowed; others get 403
+	})
+	if err != nil {
+		return nil // Accept has written the HTTP error
+	}
+	s.metrics.wsClients.Inc()
+	defer s.metrics.wsClients.Dec()
+	s.hub.Serve(c.Request().Context(), conn, s.handleFrame, s.metrics.wsBadFrames.Inc)
+	return nil
+}
+
+// handleFrame handles sub and unsub; anything else closes the connection
+// with a policy violation.
+func (s *Server) handleFrame(ctx context.Context, client *wshub.Client, f wshub.Frame) (websocket.StatusCode, string) {
+	switch f.Type {
+	case msgSub, msgUnsub:
+		if !validChatID(f.ID) {
+			s.hub.SendTo(client, encode(event{Type: msgError, Error: f.Type + " needs the id of a chat"}))
+			return 0, ""
+		}
+		if f.Type == msgUnsub {
+			s.hub.Unsubscribe(client, f.ID)
+			return 0, ""
+		}
+		s.subscribe(ctx, client, f.ID)
+		return 0, ""
+	}
+	s.metrics.wsBadFrames.Inc()
+	return websocket.StatusPolicyViolation, "unknown message type; use sub or unsub"
+}
+
+// subscribe registers the subscription first and then sends the load, so no
+// update can fall between the two; an update queued before the load may be
+// older than it, and clients apply messages by version.
+func (s *Server) subscribe(ctx context.Context, client *wshub.Client, chatID string) {
+	s.hub.Subscribe(client, chatID)
+	msgs, deleted, err := s.load(ctx, chatID)
+	if err != nil {
+		msg := "could not load the chat"
+		if err == errUnknownChat {
+			msg = "unknown chat"
+		} else {
+			s.log.ErrorContext(ctx, "load chat for websocket", "chat", chatID, "err", err)
+		}
+		// Still subscribed: the chat's first changes may be on their way.
+		s.hub.SendTo(client, encode(event{Type: msgError, ChatID: chatID, Error: msg}))
+		return
+	}
+	if msgs == nil {
+		msgs = []change.Message{}
+	}
+	s.hub.SendTo(client, encode(event{Type: msgLoad, ChatID: chatID, Messages: msgs, Deleted: deleted}))
+}

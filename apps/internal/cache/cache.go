@@ -1,0 +1,198 @@
+// Package cache keeps the recent versions of messages and chats in Redis,
+// written only by compare-and-set on the version (Lua scripts with
+// KEYS/ARGV), each entry with a TTL: the live path learns from a script's
+// answer whether a change is new, and a chat's load merges the cache with
+// Postgres for the messages the writer has not stored yet.
+//
+// One chat's keys share the hash tag {chatID} ("chat:{c1}:msg:m1",
+// "chat:{c1}:msgs", "chat:{c1}"), so the scripts also run on Redis Cluster.
+package cache
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatpoc/chat-poc/internal/change"
+)
+
+// TTL is how long an entry stays after its last write, as in the original:
+// long enough for the writer to have stored it in Postgres many times over.
+const TTL = 24 * time.Hour
+
+// Result is a compare-and-set's answer, as the original's
+// updateByTimestamp and deleteByTimestamp scripts gave it.
+type Result int
+
+// The answers of the scripts.
+const (
+	// Absent: no entry was stored (put: the change is stored now; delete:
+	// nothing to delete).
+	Absent Result = -1
+	// Newer: the stored entry's version is newer than (or equal to) the
+	// change's; nothing changed.
+	Newer Result = 0
+	// Done: the stored entry was older and is replaced (put) or removed
+	// (delete).
+	Done Result = 1
+)
+
+// Applied reports whether a put stored the change.
+func (r Result) Applied() bool { return r == Absent || r == Done }
+
+// updateByTimestamp stores ARGV[2] under KEYS[1] if ARGV[1] (a version) is
+// newer than the stored one, with a TTL of ARGV[3] ms, and adds ARGV[4] to
+// the index set KEYS[2] if given.
+//
+//go:embed update_by_timestamp.lua
+var updateByTimestampLua string
+
+// deleteByTimestamp removes KEYS[1] if its version is at most ARGV[1], and
+// ARGV[2] from the index set KEYS[2] if given.
+//
+//go:embed delete_by_timestamp.lua
+var deleteByTimestampLua string
+
+var (
+	updateByTimestamp = redis.NewScript(updateByTimestampLua)
+	deleteByTimestamp = redis.NewScript(deleteByTimestampLua)
+)
+
+// Cache reads and writes the Redis cache.
+type Cache struct {
+	rdb redis.UniversalClient
+	ttl time.Duration
+}
+
+// New returns a cache on rdb whose entries live ttl after their last write.
+func New(rdb redis.UniversalClient, ttl time.Duration) *Cache {
+	return &Cache{rdb: rdb, ttl: ttl}
+}
+
+func messageKey(chatID, id string) string { return "chat:{" + chatID + "}:msg:" + id }
+func indexKey(chatID string) string       { return "chat:{" + chatID + "}:msgs" }
+func chatKey(chatID string) string        { return "chat:{" + chatID + "}" }
+
+// PutMessage stores m if its version is newer than the cached one, and
+// indexes it under its chat.
+func (c *Cache) PutMessage(ctx context.Context, m change.Message) (Result, error) {
+	v, err := json.Marshal(m)
+	if err != nil {
+		return 0, fmt.Errorf("encode message %s: %w", m.ID, err)
+	}
+	r, err := c.run(ctx, updateByTimestamp, []string{messageKey(m.ChatID, m.ID), indexKey(m.ChatID)},
+		m.Version, v, c.ttl.Milliseconds(), m.ID)
+	if err != nil {
+		return 0, fmt.Errorf("cache message %s v%d: %w", m.ID, m.Version, err)
+	}
+	return r, nil
+}
+
+// PutChat stores chat event ch if its version is newer than the cached one.
+func (c *Cache) PutChat(ctx context.Context, ch change.Chat) (Result, error) {
+	v, err := json.Marshal(ch)
+	if err != nil {
+		return 0, fmt.Errorf("encode chat %s: %w", ch.ID, err)
+	}
+	r, err := c.run(ctx, updateByTimestamp, []string{chatKey(ch.ID)}, ch.Version, v, c.ttl.Milliseconds(), "")
+	if err != nil {
+		return 0, fmt.Errorf("cache chat %s v%d: %w", ch.ID, ch.Version, err)
+	}
+	return r, nil
+}
+
+// DeleteMessage removes message id of chat chatID from the cache if its
+// cached version is at most version.
+func (c *Cache) DeleteMessage(ctx context.Context, chatID, id string, version int64) (Result, error) {
+	r, err := c.run(ctx, deleteByTimestamp, []string{messageKey(chatID, id), indexKey(chatID)}, version, id)
+	if err != nil {
+		return 0, fmt.Errorf("uncache message %s v%d: %w", id, version, err)
+	}
+	return r, nil
+}
+
+func (c *Cache) run(ctx context.Context, s *redis.Script, keys []string, args ...any) (Result, error) {
+	n, err := s.Run(ctx, c.rdb, keys, args...).Int()
+	if err != nil {
+		return 0, err
+	}
+	switch r := Result(n); r {
+	case Absent, Newer, Done:
+		return r, nil
+	}
+	return 0, fmt.Errorf("script answered %d", n)
+}
+
+// Messages returns the cached messages of chat chatID, in no order.
+// Entries that expired since they were indexed are skipped.
+func (c *Cache) Messages(ctx context.Context, chatID string) ([]change.Message, error) {
+	ids, err := c.rdb.SMembers(ctx, indexKey(chatID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read cached messages of chat %s: %w", chatID, err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	pipe := c.rdb.Pipeline()
+	gets := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		gets[i] = pipe.HGet(ctx, messageKey(chatID, id), "d")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read cached messages of chat %s: %w", chatID, err)
+	}
+	msgs := make([]change.Message, 0, len(ids))
+	for i, g := range gets {
+		b, err := g.Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue // expired
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read cached message %s: %w", ids[i], err)
+		}
+		var m change.Message
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, fmt.Errorf("decode cached message %s: %w", ids[i], err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// Chat returns the cached event of chat id, and false if none is cached.
+func (c *Cache) Chat(ctx context.Context, id string) (change.Chat, bool, error) {
+	b, err := c.rdb.HGet(ctx, chatKey(id), "d").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return change.Chat{}, false, nil
+	}
+	if err != nil {
+		return change.Chat{}, false, fmt.Errorf("read cached chat %s: %w", id, err)
+	}
+	var ch change.Chat
+	if err := json.Unmarshal(b, &ch); err != nil {
+		return change.Chat{}, false, fmt.Errorf("decode cached chat %s: %w", id, err)
+	}
+	return ch, true, nil
+}
+
+// Version returns the cached version of message id of chat chatID, 0 if
+// none.
+func (c *Cache) Version(ctx context.Context, chatID, id string) (int64, error) {
+	s, err := c.rdb.HGet(ctx, messageKey(chatID, id), "v").Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// Ping reports whether Redis answers.
+func (c *Cache) Ping(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }

@@ -1,0 +1,216 @@
+package cache_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatpoc/chat-poc/apps/internal/cache"
+	"github.com/chatpoc/chat-poc/deploy/devstack"
+	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
+	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/chatdb/chatdbtest"
+)
+
+// newCache returns a cache on the shared stack's Redis with entries living
+// ttl, and a chat ID no other test uses.
+func newCache(t *testing.T, ttl time.Duration) (*cache.Cache, *redis.Client, string) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: stacktest.Env(t, stacktest.Connect(t), devstack.EnvRedisAddr)})
+	t.Cleanup(func() { rdb.Close() })
+	return cache.New(rdb, ttl), rdb, stacktest.UniqueName("chat")
+}
+
+func msg(chat, id string, v int64, content string) change.Message {
+	return chatdbtest.Msg(id, chat, 1, v, content, false)
+}
+
+// TestPutMessageAnswersLikeUpdateByTimestamp walks one message through every
+// answer of the compare-and-set: absent, replaced, equal and older versions
+// refused; the stored entry is always the newest.
+func TestPutMessageAnswersLikeUpdateByTimestamp(t *testing.T) {
+	t.Parallel()
+	c, _, chat := newCache(t, time.Hour)
+	ctx := context.Background()
+	steps := []struct {
+		name string
+		m    change.Message
+		want cache.Result
+		kept int64 // the version cached after the step
+	}{
+		{"absent: stored", msg(chat, "m", 5, "v5"), cache.Absent, 5},
+		{"newer: replaces", msg(chat, "m", 7, "v7"), cache.Done, 7},
+		{"equal: refused", msg(chat, "m", 7, "v7 again"), cache.Newer, 7},
+		{"older: refused", msg(chat, "m", 6, "v6"), cache.Newer, 7},
+		{"another message: absent", msg(chat, "n", 1, "n1"), cache.Absent, 1},
+	}
+	for _, s := range steps {
+		got, err := c.PutMessage(ctx, s.m)
+		if err != nil || got != s.want {
+			t.Fatalf("%s: PutMessage = %v, %v; want %v", s.name, got, err, s.want)
+		}
+		if got.Applied() != (s.want != cache.Newer) {
+			t.Fatalf("%s: Applied() = %v", s.name, got.Applied())
+		}
+		if v, err := c.Version(ctx, chat, s.m.ID); err != nil || v != s.kept {
+			t.Fatalf("%s: cached version %d, %v; want %d", s.name, v, err, s.kept)
+		}
+	}
+	msgs, err := c.Messages(ctx, chat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]change.Message{}
+	for _, m := range msgs {
+		byID[m.ID] = m
+	}
+	if len(byID) != 2 || byID["m"].Content != "v7" || byID["n"].Content != "n1" {
+		t.Fatalf("Messages = %+v, want m at v7 and n at v1", msgs)
+	}
+}
+
+// TestEntriesExpire checks the TTL of a message, its chat's index and a
+// chat entry, and that a message whose entry expired is not returned.
+func TestEntriesExpire(t *testing.T) {
+	t.Parallel()
+	const ttl = time.Hour
+	c, rdb, chat := newCache(t, ttl)
+	ctx := context.Background()
+	if _, err := c.PutMessage(ctx, msg(chat, "m", 1, "x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutChat(ctx, change.Chat{Type: change.ChatNew, ID: chat, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"chat:{" + chat + "}:msg:m", "chat:{" + chat + "}:msgs", "chat:{" + chat + "}"} {
+		d, err := rdb.PTTL(ctx, key).Result()
+		if err != nil || d <= 0 || d > ttl {
+			t.Errorf("TTL of %s = %v, %v; want in (0, %v]", key, d, err, ttl)
+		}
+	}
+	// A short-lived cache's entry is gone after its TTL; the index that
+	// still names it is tolerated.
+	short := cache.New(rdb, 50*time.Millisecond)
+	if _, err := short.PutMessage(ctx, msg(chat, "brief", 1, "x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutMessage(ctx, msg(chat, "m", 2, "y")); err != nil { // the index lives on
+		t.Fatal(err)
+	}
+	stacktest.WaitFor(t, 10*time.Second, "the short-lived entry to expire", func() error {
+		if n, err := rdb.Exists(ctx, "chat:{"+chat+"}:msg:brief").Result(); err != nil || n != 0 {
+			return fmt.Errorf("exists = %d, %v", n, err)
+		}
+		return nil
+	})
+	msgs, err := c.Messages(ctx, chat)
+	if err != nil || len(msgs) != 1 || msgs[0].ID != "m" {
+		t.Fatalf("Messages = %+v, %v; want only m", msgs, err)
+	}
+}
+
+// TestDeleteMessageAnswersLikeDeleteByTimestamp walks every answer of the
+// delete: absent, a newer version kept, removed.
+func TestDeleteMessageAnswersLikeDeleteByTimestamp(t *testing.T) {
+	t.Parallel()
+	c, _, chat := newCache(t, time.Hour)
+	ctx := context.Background()
+	if r, err := c.DeleteMessage(ctx, chat, "m", 3); err != nil || r != cache.Absent {
+		t.Fatalf("delete of an absent entry = %v, %v; want Absent", r, err)
+	}
+	if _, err := c.PutMessage(ctx, msg(chat, "m", 5, "v5")); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.DeleteMessage(ctx, chat, "m", 4); err != nil || r != cache.Newer {
+		t.Fatalf("delete by an older version = %v, %v; want Newer", r, err)
+	}
+	if r, err := c.DeleteMessage(ctx, chat, "m", 5); err != nil || r != cache.Done {
+		t.Fatalf("delete by the same version = %v, %v; want Done", r, err)
+	}
+	if msgs, err := c.Messages(ctx, chat); err != nil || len(msgs) != 0 {
+		t.Fatalf("Messages after the delete = %+v, %v; want none", msgs, err)
+	}
+}
+
+// TestConcurrentPutsKeepTheNewest races 32 goroutines putting shuffled
+// versions of the same messages: each message ends at its highest version,
+// and exactly one put per message answered Absent.
+func TestConcurrentPutsKeepTheNewest(t *testing.T) {
+	t.Parallel()
+	c, _, chat := newCache(t, time.Hour)
+	ctx := context.Background()
+	const (
+		writers  = 32
+		messages = 10
+		versions = 50
+	)
+	var mu sync.Mutex
+	absent := map[string]int{}
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			for _, i := range r.Perm(messages * versions) {
+				id, v := fmt.Sprintf("m%d", i%messages), int64(i/messages+1)
+				res, err := c.PutMessage(ctx, msg(chat, id, v, fmt.Sprintf("%s v%d", id, v)))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if res == cache.Absent {
+					mu.Lock()
+					absent[id]++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	msgs, err := c.Messages(ctx, chat)
+	if err != nil || len(msgs) != messages {
+		t.Fatalf("Messages = %d, %v; want %d", len(msgs), err, messages)
+	}
+	for _, m := range msgs {
+		if m.Version != versions || m.Content != fmt.Sprintf("%s v%d", m.ID, versions) {
+			t.Errorf("message %s cached at v%d %q, want v%d", m.ID, m.Version, m.Content, versions)
+		}
+		if absent[m.ID] != 1 {
+			t.Errorf("message %s: %d puts answered Absent, want 1", m.ID, absent[m.ID])
+		}
+	}
+}
+
+// TestPutChat caches chat events by version: a delete replaces the
+// creation, a late creation does not bring the chat back.
+func TestPutChat(t *testing.T) {
+	t.Parallel()
+	c, _, chat := newCache(t, time.Hour)
+	ctx := context.Background()
+	if _, ok, err := c.Chat(ctx, chat); err != nil || ok {
+		t.Fatalf("Chat of an uncached chat: ok %v, %v", ok, err)
+	}
+	for _, s := range []struct {
+		ev   change.Chat
+		want cache.Result
+	}{
+		{change.Chat{Type: change.ChatDelete, ID: chat, Version: 9}, cache.Absent},
+		{change.Chat{Type: change.ChatNew, ID: chat, Version: 2}, cache.Newer},
+	} {
+		if r, err := c.PutChat(ctx, s.ev); err != nil || r != s.want {
+			t.Fatalf("PutChat(%+v) = %v, %v; want %v", s.ev, r, err, s.want)
+		}
+	}
+	if ev, ok, err := c.Chat(ctx, chat); err != nil || !ok || ev.Type != change.ChatDelete {
+		t.Fatalf("Chat = %+v, %v, %v; want the delete", ev, ok, err)
+	}
+}

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/chatpoc/chat-poc/deploy/devstack"
+	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
+	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/chatdb"
+	"github.com/chatpoc/chat-poc/internal/chatdb/chatdbtest"
+	"github.com/chatpoc/chat-poc/internal/logging"
+)
+
+// frameTimeout bounds waiting for one expected frame.
+const frameTimeout = 15 * time.Second
+
+// appEnv is one test's internal app on the shared stack: a fresh database
+// (migrated, as the writer would), its own topics on Kafka a and its own
+// consumer group, the stack's Redis (keys are per chat ID, and chat IDs
+// are the test's own), an httptest server.
+type appEnv struct {
+	t        testing.TB
+	cfg      Config
+	db       *chatdb.DB
+	producer *kafka.Producer
+	prefix   string
+	app      *app
+	url      string
+}
+
+// newAppEnv starts an app; edit changes the configuration first (nil: none).
+func newAppEnv(t testing.TB, edit func(*Config)) *appEnv {
+	t.Helper()
+	stack := stacktest.Connect(t)
+	dsn, db, _ := chatdbtest.NewDB(t)
+	name := stacktest.UniqueName("i")
+	bootstrap := stacktest.Env(t, stack, devstack.EnvKafkaABootstrap)
+	e := &appEnv{t: t, db: db, prefix: name, producer: stacktest.NewProducer(t, bootstrap)}
+	e.cfg = Config{
+		PGDSN: dsn, PGMaxConns: 4, RedisAddr: stacktest.Env(t, stack, devstack.EnvRedisAddr), CacheTTL: time.Hour,
+		KafkaBootstrap: bootstrap, Group: name + "-internal",
+		MessageTopic: name + "-messages", ChatTopic: name + "-chats",
+		Identity: name, LogLevel: "warn",
+	}
+	if edit != nil {
+		edit(&e.cfg)
+	}
+	stacktest.CreateTopics(t, bootstrap, 2, e.cfg.MessageTopic, e.cfg.ChatTopic)
+	log, err := logging.New(e.cfg.LogLevel, "identity", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApp(e.cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.app = a
+	srv := httptest.NewServer(a.server)
+	e.url = srv.URL
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.consumer.Run(ctx) }()
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("live consumer: %v", err)
+		}
+		a.close()
+	})
+	return e
+}
+
+// waitConsuming waits until the app's consumer has its partitions and has
+// handled a probe record: with a new group starting at the newest records,
+// what the test produces after this is seen.
+func (e *appEnv) waitConsuming() {
+	e.t.Helper()
+	probe := chatdbtest.ChatNew(e.prefix+"-probe", 1)
+	c := e.dial()
+	c.send(`{"type":"sub","id":"` + probe.ID + `"}`)
+	c.next() // the error (unknown chat): subscribed now
+	// A read whose context ends closes the connection: read in the
+	// background, wait on the channel.
+	frames := make(chan frame, 16)
+	go func() {
+		defer close(frames)
+		for {
+			f, err := c.read(context.Background())
+			if err != nil {
+				return
+			}
+			frames <- f
+		}
+	}()
+	defer c.conn.CloseNow()
+	stacktest.WaitFor(e.t, time.Minute, "the app to consume", func() error {
+		e.produceChats(probe)
+		probe.Version++ // a retry must be a new version to be pushed
+		timeout := time.After(time.Second)
+		for {
+			select {
+			case f, ok := <-frames:
+				if !ok {
+					return errors.New("probe connection closed")
+				}
+				if f.Type == "newChat" && f.ChatID == probe.ID {
+					return nil
+				}
+			case <-timeout:
+				return errors.New("no newChat for the probe within a second")
+			}
+		}
+	})
+}
+
+func (e *appEnv) produceMessages(msgs ...change.Message) {
+	e.t.Helper()
+	e.produce(chatdbtest.Records(nil, e.cfg.MessageTopic, e.cfg.ChatTopic, msgs, nil))
+}
+
+func (e *appEnv) produceChats(chats ...change.Chat) {
+	e.t.Helper()
+	e.produce(chatdbtest.Records(nil, e.cfg.MessageTopic, e.cfg.ChatTopic, nil, chats))
+}
+
+func (e *appEnv) produce(recs []stacktest.Record) {
+	e.t.Helper()
+	if err := stacktest.Produce(e.producer, recs, len(recs), 0); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// frame is one server → client frame.
+type frame struct {
+	Type     string           `json:"type"`
+	ChatID   string           `json:"chatId"`
+	Messages []change.Message `json:"messages"`
+	Deleted  bool             `json:"deleted"`
+	Error    string           `json:"error"`
+}
+
+type wsConn struct {
+	t    testing.TB
+	conn *websocket.Conn
+}
+
+func (e *appEnv) dial() *wsConn {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(e.url, "http")+"/ws", nil)
+	if err != nil {
+		e.t.Fatalf("dial /ws: %v", err)
+	}
+	conn.SetReadLimit(1 << 20)
+	e.t.Cleanup(func() { conn.CloseNow() })
+	return &wsConn{t: e.t, conn: conn}
+}
+
+func (c *wsConn) send(v string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
+	defer cancel()
+	if err := c.conn.Write(ctx, websocket.MessageText, []byte(v)); err != nil {
+		c.t.Fatalf("write %s: %v", v, err)
+	}
+}
+
+func (c *wsConn) read(ctx context.Context) (frame, error) {
+	_, data, err := c.conn.Read(ctx)
+	if err != nil {
+		return frame{}, err
+	}
+	var f frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return frame{}, err
+	}
+	return f, nil
+}
+
+// next reads the next frame, failing the test if none comes in time.
+func (c *wsConn) next() frame {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
+	defer cancel()
+	f, err := c.read(ctx)
+	if err != nil {
+		c.t.Fatalf("read frame: %v", err)
+	}
+	return f
+}
+
+// get GETs path and decodes the JSON answer into v; it returns the status.
+func (e *appEnv) get(path string, v any) int {
+	e.t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(e.url + path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if v != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, v); err != nil {
+			e.t.Fatalf("GET %s: %v in %s", path, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+// proxy is a TCP proxy to a server, which a test can cut and restore: a
+// Redis outage for one app, while the shared Redis serves everyone else.
+type proxy struct {
+	t      testing.TB
+	target string
+	addr   string
+
+	mu    sync.Mutex
+	l     net.Listener
+	conns map[net.Conn]struct{}
+}
+
+func newProxy(t testing.TB, target string) *proxy {
+	p := &proxy{t: t, target: target, addr: stacktest.FreeAddr(t), conns: map[net.Conn]struct{}{}}
+	p.up()
+	t.Cleanup(p.down)
+	return p
+}
+
+// up listens again on the proxy's address.
+func (p *proxy) up() {
+	p.t.Helper()
+	l, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.l = l
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go p.pipe(c)
+		}
+	}()
+}
+
+func (p *proxy) pipe(c net.Conn) {
+	s, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
+	p.mu.Unlock()
+	go func() { _, _ = io.Copy(s, c); s.Close() }()
+	_, _ = io.Copy(c, s)
+	c.Close()
+}
+
+// down stops listening and cuts every connection.
+func (p *proxy) down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.l != nil {
+		p.l.Close()
+		p.l = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}

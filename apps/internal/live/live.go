@@ -1,0 +1,258 @@
+// Package live turns the change topics into WebSocket pushes: each instance
+// of the internal app consumes every change (its own consumer group), and a
+// change is pushed to the browsers only if it is newer than what was seen —
+// Redis's compare-and-set decides, or, while Redis is down, the instance's
+// memory of recent versions.
+package live
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatpoc/chat-poc/apps/internal/cache"
+	"github.com/chatpoc/chat-poc/internal/change"
+)
+
+// Notifier receives the changes that are new.
+type Notifier interface {
+	MessageChanged(m change.Message)
+	ChatCreated(id string)
+	ChatDeleted(id string)
+}
+
+// Timing of the consumer.
+const (
+	pollTimeout = 100 * time.Millisecond
+	// cacheTimeout bounds one Redis script; a Redis that does not answer
+	// within it counts as down, and memory decides.
+	cacheTimeout = 500 * time.Millisecond
+	// redisRetry is how often a Redis that is down is pinged.
+	redisRetry = time.Second
+)
+
+// Consumer reads change records and notifies the new ones.
+type Consumer struct {
+	consumer *kafka.Consumer
+	topics   change.Topics
+	cache    *cache.Cache
+	mem      *Memory
+	notify   Notifier
+	metrics  *Metrics
+	log      *slog.Logger
+
+	redisDown atomic.Bool
+	lastPing  time.Time
+}
+
+// NewConsumer returns a consumer that reads topics with consumer (not yet
+// subscribed), decides with c and mem, and tells notify.
+func NewConsumer(consumer *kafka.Consumer, topics change.Topics, c *cache.Cache, mem *Memory, notify Notifier, m *Metrics, log *slog.Logger) *Consumer {
+	return &Consumer{consumer: consumer, topics: topics, cache: c, mem: mem, notify: notify, metrics: m, log: log}
+}
+
+// RedisDown reports whether the last Redis call failed: the app is
+// degraded (memory decides, loads come from Postgres and memory).
+func (c *Consumer) RedisDown() bool { return c.redisDown.Load() }
+
+// Run consumes until ctx ends, then closes the consumer (committing the
+// offsets of what it handled).
+func (c *Consumer) Run(ctx context.Context) error {
+	defer func() {
+		if err := c.consumer.Close(); err != nil {
+			c.log.Warn("close Kafka consumer", "err", err)
+		}
+	}()
+	if err := c.consumer.SubscribeTopics([]string{c.topics.Subscription()}, nil); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", c.topics.Subscription(), err)
+	}
+	c.log.Info("consuming", "topics", c.topics.Subscription())
+	for ctx.Err() == nil {
+		switch e := c.consumer.Poll(int(pollTimeout.Milliseconds())).(type) {
+		case *kafka.Message:
+			c.handle(ctx, e)
+			// Handled: its offset may be committed (auto-commit of stored
+			// offsets), so a restart resumes after it.
+			if _, err := c.consumer.StoreMessage(e); err != nil {
+				c.log.Debug("store offset", "err", err)
+			}
+		case kafka.Error:
+			if e.IsFatal() {
+				return fmt.Errorf("kafka consumer: %w", e)
+			}
+			c.metrics.kafkaErrors.Inc()
+			if e.Code() == kafka.ErrAllBrokersDown {
+				c.log.Warn("Kafka unreachable; the client keeps retrying", "err", e)
+			}
+		}
+		c.checkRedis(ctx)
+	}
+	return nil
+}
+
+// handle applies one record and notifies it if it is new.
+func (c *Consumer) handle(ctx context.Context, m *kafka.Message) {
+	kind, _, ok := c.topics.Parse(*m.TopicPartition.Topic)
+	if !ok {
+		return
+	}
+	c.metrics.records.WithLabelValues(kind.String()).Inc()
+	if !m.Timestamp.IsZero() {
+		c.metrics.delay.Observe(time.Since(m.Timestamp).Seconds())
+	}
+	switch kind {
+	case change.KindChat:
+		ch, err := change.DecodeChat(m.Value)
+		if err != nil {
+			c.malformed(m, err)
+			return
+		}
+		if c.putChat(ctx, ch) {
+			c.metrics.pushed.WithLabelValues(kind.String()).Inc()
+			if ch.Type == change.ChatDelete {
+				c.notify.ChatDeleted(ch.ID)
+			} else {
+				c.notify.ChatCreated(ch.ID)
+			}
+		}
+	default:
+		msg, err := change.DecodeMessage(m.Value)
+		if err != nil {
+			c.malformed(m, err)
+			return
+		}
+		if c.putMessage(ctx, msg) {
+			c.metrics.pushed.WithLabelValues(kind.String()).Inc()
+			c.notify.MessageChanged(msg)
+		}
+	}
+}
+
+// malformed counts and logs a record the writer dead-letters; nothing here
+// can show it.
+func (c *Consumer) malformed(m *kafka.Message, err error) {
+	c.metrics.malformed.Inc()
+	c.log.Warn("skipped a malformed record (the writer dead-letters it)",
+		"topic", *m.TopicPartition.Topic, "partition", m.TopicPartition.Partition, "offset", m.TopicPartition.Offset, "err", err)
+}
+
+// putMessage reports whether m is newer than what was seen: Redis's
+// compare-and-set if Redis answers, memory's otherwise. Memory always
+// learns the version too.
+func (c *Consumer) putMessage(ctx context.Context, m change.Message) bool {
+	memNew := c.mem.PutMessage(m)
+	if c.redisDown.Load() {
+		return memNew
+	}
+	cctx, cancel := context.WithTimeout(ctx, cacheTimeout)
+	defer cancel()
+	r, err := c.cache.PutMessage(cctx, m)
+	if err != nil {
+		c.redisFailed(err)
+		return memNew
+	}
+	return r.Applied()
+}
+
+func (c *Consumer) putChat(ctx context.Context, ch change.Chat) bool {
+	memNew := c.mem.PutChat(ch)
+	if c.redisDown.Load() {
+		return memNew
+	}
+	cctx, cancel := context.WithTimeout(ctx, cacheTimeout)
+	defer cancel()
+	r, err := c.cache.PutChat(cctx, ch)
+	if err != nil {
+		c.redisFailed(err)
+		return memNew
+	}
+	return r.Applied()
+}
+
+func (c *Consumer) redisFailed(err error) {
+	if !c.redisDown.Swap(true) {
+		c.metrics.redisDown.Set(1)
+		c.log.Warn("Redis unavailable: pushing by the versions in memory until it is back", "err", err)
+	}
+	c.lastPing = time.Now()
+}
+
+// checkRedis pings a Redis that is down, at most every redisRetry; when it
+// answers, it writes memory back (newest versions win there too) before
+// Redis decides again.
+func (c *Consumer) checkRedis(ctx context.Context) {
+	if !c.redisDown.Load() || time.Since(c.lastPing) < redisRetry {
+		return
+	}
+	c.lastPing = time.Now()
+	pctx, cancel := context.WithTimeout(ctx, cacheTimeout)
+	err := c.cache.Ping(pctx)
+	cancel()
+	if err != nil {
+		return
+	}
+	msgs, chats := c.mem.All()
+	if err := c.rebuild(ctx, msgs, chats); err != nil {
+		c.log.Warn("rebuild the Redis cache", "err", err)
+		return
+	}
+	c.redisDown.Store(false)
+	c.metrics.redisDown.Set(0)
+	c.log.Info("Redis is back; cache rebuilt from memory", "messages", len(msgs), "chats", len(chats))
+}
+
+func (c *Consumer) rebuild(ctx context.Context, msgs []change.Message, chats []change.Chat) error {
+	for _, m := range msgs {
+		if _, err := c.cache.PutMessage(ctx, m); err != nil {
+			return err
+		}
+	}
+	for _, ch := range chats {
+		if _, err := c.cache.PutChat(ctx, ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Metrics are the live path's Prometheus metrics.
+type Metrics struct {
+	records     *prometheus.CounterVec
+	pushed      *prometheus.CounterVec
+	malformed   prometheus.Counter
+	delay       prometheus.Histogram
+	redisDown   prometheus.Gauge
+	kafkaErrors prometheus.Counter
+}
+
+// NewMetrics registers the live path's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "internal_live_records_total", Help: "Change records consumed, by kind.",
+		}, []string{"kind"}),
+		pushed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "internal_live_pushed_total", Help: "Changes newer than any seen before, pushed to WebSocket subscribers, by kind.",
+		}, []string{"kind"}),
+		malformed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "internal_live_malformed_total", Help: "Records skipped as malformed (the writer dead-letters them).",
+		}),
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "internal_live_record_delay_seconds", Help: "From a record's Kafka timestamp to its handling here.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		redisDown: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "internal_redis_down", Help: "1 while Redis is unavailable and memory decides what is new.",
+		}),
+		kafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "internal_kafka_errors_total", Help: "Errors the Kafka client reported and retries by itself.",
+		}),
+	}
+	reg.MustRegister(m.records, m.pushed, m.malformed, m.delay, m.redisDown, m.kafkaErrors)
+	return m
+}

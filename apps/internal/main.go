@@ -1,0 +1,222 @@
+// Command internal is our chat app: an Echo backend and browser UI that
+// list the synced chats and show their messages live over WebSocket. Each
+// instance consumes every change from Kafka (a consumer group of its own,
+// stable across restarts), pushes a change only if Redis's version
+// compare-and-set says it is new, and loads a chat from Postgres ∪ Redis.
+// Configuration is read from the environment (see Config).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"go.temporal.io/sdk/client"
+	temporallog "go.temporal.io/sdk/log"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chatpoc/chat-poc/apps/internal/api"
+	"github.com/chatpoc/chat-poc/apps/internal/cache"
+	"github.com/chatpoc/chat-poc/apps/internal/live"
+	"github.com/chatpoc/chat-poc/apps/internal/web"
+	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/chatdb"
+	"github.com/chatpoc/chat-poc/internal/envconfig"
+	"github.com/chatpoc/chat-poc/internal/logging"
+	"github.com/chatpoc/chat-poc/internal/service"
+)
+
+// Config is the app's configuration, read from these environment variables.
+type Config struct {
+	ListenAddr        string        `env:"INTERNAL_LISTEN_ADDR" default:"127.0.0.1:30002" doc:"host:port of the UI, the API, /ws, /metrics, /healthz and /readyz"`
+	AllowedOrigins    string        `env:"INTERNAL_ALLOWED_ORIGINS" doc:"comma-separated host patterns (e.g. localhost:30002) of other origins whose pages may open /ws; same-origin pages always may"`
+	PGDSN             string        `env:"PG_INTERNAL_DSN" required:"true" secret:"true" doc:"the internal database, read only; region b lists its standby first with target_session_attrs=prefer-standby"`
+	PGMaxConns        int           `env:"INTERNAL_PG_MAX_CONNS" default:"8" doc:"most Postgres connections"`
+	RedisAddr         string        `env:"REDIS_ADDR" required:"true" doc:"host:port of Redis"`
+	RedisPassword     string        `env:"REDIS_PASSWORD" secret:"true" doc:"Redis password; empty: none"`
+	CacheTTL          time.Duration `env:"INTERNAL_CACHE_TTL" default:"24h" doc:"how long a cached version lives after its last write"`
+	KafkaBootstrap    string        `env:"KAFKA_BOOTSTRAP" required:"true" doc:"bootstrap servers of this region's Kafka cluster"`
+	Group             string        `env:"INTERNAL_GROUP" required:"true" doc:"this instance's own consumer group, stable across restarts (on Kubernetes the StatefulSet pod name): a restart resumes where it stopped"`
+	MessageTopic      string        `env:"KAFKA_MESSAGE_TOPIC" default:"chat-messages" doc:"topic of message records (its mirrored copies are read too)"`
+	ChatTopic         string        `env:"KAFKA_CHAT_TOPIC" default:"chats" doc:"topic of chat records (and its mirrored copies)"`
+	TemporalAddress   string        `env:"TEMPORAL_ADDRESS" doc:"host:port of the Temporal frontend, for the sync's status line; empty: no status"`
+	TemporalNamespace string        `env:"TEMPORAL_NAMESPACE" default:"default" doc:"Temporal namespace of the sync workflow"`
+	Identity          string        `env:"INTERNAL_IDENTITY" doc:"this instance's name in logs and its Kafka client.id; empty: hostname:pid"`
+	LogLevel          string        `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error"`
+}
+
+// shutdownTimeout bounds draining HTTP requests on SIGTERM (WebSockets are
+// closed with "going away" and the browsers reconnect elsewhere).
+const shutdownTimeout = 10 * time.Second
+
+func main() { service.Main("internal", run) }
+
+func run(ctx context.Context, log *slog.Logger) error {
+	var cfg Config
+	if err := envconfig.Load(&cfg); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	if cfg.Identity == "" {
+		host, _ := os.Hostname()
+		cfg.Identity = host + ":" + strconv.Itoa(os.Getpid())
+	}
+	log, err := logging.New(cfg.LogLevel, "service", "internal", "identity", cfg.Identity)
+	if err != nil {
+		return fmt.Errorf("configuration: LOG_LEVEL: %w", err)
+	}
+	log.Info("starting", "config", envconfig.LogValue(cfg))
+
+	app, err := newApp(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.close()
+	httpSrv := &http.Server{
+		Addr:              cfg.ListenAddr,
+		Handler:           app.server,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute, // WebSockets are hijacked and not subject to it
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	service.Serve(gctx, g, httpSrv, shutdownTimeout, log)
+	g.Go(func() error { return app.consumer.Run(gctx) })
+	g.Go(func() error { app.status.Run(gctx); return nil })
+	return g.Wait()
+}
+
+// app is the wired application.
+type app struct {
+	server   *api.Server
+	consumer *live.Consumer
+	status   *api.SyncStatus
+	closers  []func()
+}
+
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+// newApp connects the app's clients (lazily: nothing here waits for a
+// server) and wires the live path to the WebSocket hub.
+func newApp(cfg Config, log *slog.Logger) (*app, error) {
+	a := &app{}
+	pc, err := pgxpool.ParseConfig(cfg.PGDSN)
+	if err != nil {
+		return nil, errors.New("configuration: PG_INTERNAL_DSN is not a valid Postgres connection string")
+	}
+	pc.MaxConns = int32(max(cfg.PGMaxConns, 1))
+	pc.ConnConfig.RuntimeParams["application_name"] = "internal-" + cfg.Identity
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		return nil, fmt.Errorf("Postgres pool: %w", err)
+	}
+	a.closers = append(a.closers, pool.Close)
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, Password: cfg.RedisPassword})
+	a.closers = append(a.closers, func() { _ = rdb.Close() })
+	c := cache.New(rdb, cfg.CacheTTL)
+
+	var tc client.Client
+	if cfg.TemporalAddress != "" {
+		tc, err = client.NewLazyClient(client.Options{
+			HostPort: cfg.TemporalAddress, Namespace: cfg.TemporalNamespace, Identity: "internal-" + cfg.Identity,
+			Logger: temporallog.NewStructuredLogger(log.With("component", "temporal-sdk")),
+		})
+		if err != nil {
+			a.close()
+			return nil, fmt.Errorf("configuration: TEMPORAL_ADDRESS: %w", err)
+		}
+		a.closers = append(a.closers, tc.Close)
+	}
+	a.status = api.NewSyncStatus(tc, log)
+
+	consumer, err := newConsumer(cfg, log)
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mem := live.NewMemory()
+	var lc *live.Consumer
+	a.server = api.New(chatdb.New(pool), c, mem, func() bool { return lc.RedisDown() }, a.status, web.FS(), reg,
+		api.Config{
+			AllowedOrigins: splitList(cfg.AllowedOrigins),
+			Ready:          readiness(pool, rdb, consumer),
+		}, log)
+	lc = live.NewConsumer(consumer, change.NewTopics(cfg.MessageTopic, cfg.ChatTopic), c, mem, a.server.Hub(), live.NewMetrics(reg), log)
+	a.consumer = lc
+	return a, nil
+}
+
+// newConsumer creates the instance's consumer: its own group with static
+// membership (a restart takes its partitions back at once), starting at the
+// newest records when the group is new (clients load history from the
+// database), offsets committed after their records were handled.
+func newConsumer(cfg Config, log *slog.Logger) (*kafka.Consumer, error) {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers":                  cfg.KafkaBootstrap,
+		"group.id":                           cfg.Group,
+		"group.instance.id":                  cfg.Group,
+		"client.id":                          "internal-" + cfg.Identity,
+		"isolation.level":                    "read_committed",
+		"auto.offset.reset":                  "latest",
+		"enable.auto.commit":                 true,
+		"enable.auto.offset.store":           false,
+		"auto.commit.interval.ms":            1000,
+		"session.timeout.ms":                 10000,
+		"topic.metadata.refresh.interval.ms": 3000,
+		"socket.nagle.disable":               true,
+		"go.logs.channel.enable":             true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kafka consumer: %w", err)
+	}
+	go func() {
+		for l := range c.Logs() {
+			log.Debug("librdkafka log", "tag", l.Tag, "level", l.Level, "text", l.Message)
+		}
+	}()
+	return c, nil
+}
+
+// readiness checks Postgres and Kafka (required) and Redis (degraded
+// without it: memory stands in).
+func readiness(pool *pgxpool.Pool, rdb *redis.Client, consumer *kafka.Consumer) func(context.Context) ([]string, error) {
+	return func(ctx context.Context) ([]string, error) {
+		if err := pool.Ping(ctx); err != nil {
+			return nil, errors.New("postgres unreachable")
+		}
+		if _, err := consumer.GetMetadata(nil, false, 2000); err != nil {
+			return nil, errors.New("kafka unreachable")
+		}
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return []string{"redis unreachable (serving from memory and Postgres)"}, nil
+		}
+		return nil, nil
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

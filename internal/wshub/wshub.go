@@ -1,0 +1,243 @@
+// Package wshub fans JSON frames out to WebSocket clients subscribed to
+// chats, for the external and the internal app alike: one owner of the
+// subscriber set, a bounded send queue per client, a client that falls
+// behind closed with a policy-violation code instead of slowing the others,
+// and the read/write loops with their limits, pings and close codes.
+package wshub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Limits and timings of a connection.
+const (
+	// ReadLimit bounds one client frame; sub/unsub frames are tiny.
+	ReadLimit = 4 << 10
+	// WriteTimeout bounds one frame write; a peer that does not read for
+	// this long is gone or hopelessly slow.
+	WriteTimeout = 10 * time.Second
+	// PingPeriod keeps idle connections alive through proxies and detects
+	// dead peers; a ping must be answered within WriteTimeout.
+	PingPeriod = 30 * time.Second
+	// SendBuffer is how many outgoing frames a client may have queued. A
+	// browser that cannot keep up for that long is dropped rather than
+	// allowed to slow down everyone else's updates.
+	SendBuffer = 256
+)
+
+// Frame is one client → server frame: {"type":"sub","id":"…"}.
+type Frame struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+// Client is one WebSocket connection's send queue.
+type Client struct {
+	send chan []byte
+	// slow is closed by the hub when the queue overflowed; the connection
+	// then closes with a policy-violation code.
+	slow     chan struct{}
+	slowOnce sync.Once
+}
+
+// Hub owns the subscriber set: every client, the subscribers of each chat,
+// and the clients subscribed to all chats.
+type Hub struct {
+	mu      sync.Mutex
+	clients map[*Client]struct{}
+	byChat  map[string]map[*Client]struct{}
+	allChat map[*Client]struct{}
+
+	dropped func() // counts a slow client dropped
+}
+
+// New returns an empty hub. dropped is called for every client dropped
+// because it fell behind.
+func New(dropped func()) *Hub {
+	return &Hub{
+		clients: map[*Client]struct{}{},
+		byChat:  map[string]map[*Client]struct{}{},
+		allChat: map[*Client]struct{}{},
+		dropped: dropped,
+	}
+}
+
+func (h *Hub) register() *Client {
+	c := &Client{send: make(chan []byte, SendBuffer), slow: make(chan struct{})}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.clients[c] = struct{}{}
+	return c
+}
+
+func (h *Hub) unregister(c *Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.clients, c)
+	delete(h.allChat, c)
+	for id, subs := range h.byChat {
+		delete(subs, c)
+		if len(subs) == 0 {
+			delete(h.byChat, id)
+		}
+	}
+}
+
+// Subscribe adds c to chatID's subscribers, or to every chat's when chatID
+// is "".
+func (h *Hub) Subscribe(c *Client, chatID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if chatID == "" {
+		h.allChat[c] = struct{}{}
+		return
+	}
+	subs := h.byChat[chatID]
+	if subs == nil {
+		subs = map[*Client]struct{}{}
+		h.byChat[chatID] = subs
+	}
+	subs[c] = struct{}{}
+}
+
+// Unsubscribe removes c from chatID's subscribers (every chat's for "").
+func (h *Hub) Unsubscribe(c *Client, chatID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if chatID == "" {
+		delete(h.allChat, c)
+		return
+	}
+	delete(h.byChat[chatID], c)
+	if len(h.byChat[chatID]) == 0 {
+		delete(h.byChat, chatID)
+	}
+}
+
+// Clients returns the number of connected clients.
+func (h *Hub) Clients() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.clients)
+}
+
+// Publish queues frame for chatID's subscribers and the all-chats
+// subscribers, or for every client when everyone is set.
+func (h *Hub) Publish(frame []byte, chatID string, everyone bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	targets := h.byChat[chatID]
+	if everyone {
+		targets = h.clients
+	}
+	for c := range targets {
+		h.enqueue(c, frame)
+	}
+	if !everyone {
+		for c := range h.allChat {
+			if _, dup := targets[c]; !dup {
+				h.enqueue(c, frame)
+			}
+		}
+	}
+}
+
+// SendTo queues frame for c alone (a load, an error).
+func (h *Hub) SendTo(c *Client, frame []byte) { h.enqueue(c, frame) }
+
+// enqueue never blocks: a client whose queue is full is marked slow and
+// will be disconnected by its writer.
+func (h *Hub) enqueue(c *Client, frame []byte) {
+	select {
+	case c.send <- frame:
+	default:
+		c.slowOnce.Do(func() {
+			close(c.slow)
+			h.dropped()
+		})
+	}
+}
+
+// Handler handles the frames of one client; it returns a close code and
+// reason to end the connection, or 0 to go on.
+type Handler func(ctx context.Context, c *Client, f Frame) (websocket.StatusCode, string)
+
+// Serve runs an accepted connection until it ends: registers its client,
+// reads frames (text JSON only, at most ReadLimit bytes) and hands them to
+// handle, and writes queued frames and pings. It reports a frame that is
+// not JSON text through bad and closes the connection with the matching
+// code; other clients are not affected.
+func (h *Hub) Serve(ctx context.Context, conn *websocket.Conn, handle Handler, bad func()) {
+	conn.SetReadLimit(ReadLimit)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := h.register()
+	defer h.unregister(c)
+	go func() {
+		status, reason := writeLoop(ctx, conn, c)
+		conn.Close(status, reason)
+		cancel()
+	}()
+	status, reason := readLoop(ctx, conn, c, handle, bad)
+	conn.Close(status, reason)
+}
+
+func readLoop(ctx context.Context, conn *websocket.Conn, c *Client, handle Handler, bad func()) (websocket.StatusCode, string) {
+	for {
+		typ, data, err := conn.Read(ctx)
+		if err != nil {
+			if errors.Is(err, websocket.ErrMessageTooBig) || websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
+				bad()
+				return websocket.StatusMessageTooBig, "frame too large"
+			}
+			return websocket.StatusNormalClosure, ""
+		}
+		if typ != websocket.MessageText {
+			bad()
+			return websocket.StatusUnsupportedData, "binary frames are not supported; send JSON text"
+		}
+		var f Frame
+		if err := json.Unmarshal(data, &f); err != nil {
+			bad()
+			return websocket.StatusInvalidFramePayloadData, "invalid JSON"
+		}
+		if status, reason := handle(ctx, c, f); status != 0 {
+			return status, reason
+		}
+	}
+}
+
+// writeLoop writes queued frames and pings until the connection ends. A
+// client that fell behind is closed with a policy violation.
+func writeLoop(ctx context.Context, conn *websocket.Conn, c *Client) (websocket.StatusCode, string) {
+	ping := time.NewTicker(PingPeriod)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return websocket.StatusGoingAway, "server closing connection"
+		case <-c.slow:
+			return websocket.StatusPolicyViolation, "client too slow; reconnect and reload"
+		case frame := <-c.send:
+			wctx, cancel := context.WithTimeout(ctx, WriteTimeout)
+			err := conn.Write(wctx, websocket.MessageText, frame)
+			cancel()
+			if err != nil {
+				return websocket.StatusGoingAway, "write failed"
+			}
+		case <-ping.C:
+			pctx, cancel := context.WithTimeout(ctx, WriteTimeout)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return websocket.StatusGoingAway, "ping timeout"
+			}
+		}
+	}
+}
