@@ -158,6 +158,21 @@ func (tab *Tab) Count(sel string) int {
 	return EvalTab[int](tab, fmt.Sprintf(`document.querySelectorAll(%s).length`, jsString(sel)))
 }
 
+// Eval runs a JavaScript expression in the page once and returns its value
+// as a string (JSON.stringify'd unless it is one already), failing the test
+// with what (a short description) if it throws.
+func (tab *Tab) Eval(what, expr string) string {
+	tab.t.Helper()
+	ctx, cancel := context.WithTimeout(tab.ctx, tab.timeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](
+		`(() => { const v = (`+expr+`); return typeof v === "string" ? v : String(JSON.stringify(v)); })()`))
+	if err != nil {
+		tab.fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
 // WaitJS waits until the JavaScript expression is truthy in the page, and
 // fails the test with what (a description of the condition) when the step
 // timeout passes first. It polls on a timer, so it works in every tab at once.

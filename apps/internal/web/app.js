@@ -19,6 +19,7 @@ const app = {
   stats: { applied: 0, stale: 0, buffered: 0, frames: 0 },
 };
 window.chatApp = app; // for tests and curious people
+app.handle = (frame) => handle(frame); // as if the frame came from the server
 
 const $ = (id) => document.getElementById(id);
 
@@ -127,6 +128,7 @@ async function loadChats() {
     const resp = await fetch("/chats");
     if (!resp.ok) return;
     for (const c of await resp.json()) app.chats.set(c.id, c.version);
+    $("chats").dataset.loaded = "true";
     renderChats();
   } catch { /* the WebSocket's reconnect will call again */ }
 }
@@ -137,7 +139,8 @@ function renderChats() {
   for (const id of [...app.chats.keys()].sort()) {
     const li = document.createElement("li");
     li.textContent = id;
-    li.dataset.id = id;
+    li.dataset.testid = "chat-item";
+    li.dataset.chatId = id;
     if (id === app.current) li.className = "current";
     li.onclick = () => subscribe(id, false);
     ul.append(li);
@@ -150,20 +153,28 @@ function render() {
   $("chat-title").textContent = app.current ? "Chat " + app.current : "Pick a chat";
   $("chat-deleted").hidden = !app.chatDeleted;
   const ul = $("messages");
+  ul.dataset.chatId = app.current || "";
+  ul.dataset.loaded = String(app.loaded);
   ul.replaceChildren();
   const msgs = [...app.msgs.values()].sort((a, b) =>
     a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
   for (const m of msgs) {
     const li = document.createElement("li");
-    li.dataset.id = m.id;
+    const deleted = m.isDeleted || app.chatDeleted;
+    const edited = m.updatedAt !== m.createdAt && !deleted;
+    li.dataset.testid = "message";
+    li.dataset.messageId = m.id;
     li.dataset.version = String(m.version);
-    if (m.isDeleted || app.chatDeleted) li.classList.add("deleted");
+    li.dataset.deleted = String(deleted);
+    li.dataset.edited = String(edited);
+    if (deleted) li.classList.add("deleted");
     const content = document.createElement("span");
     content.className = "content";
-    content.textContent = m.isDeleted || app.chatDeleted ? "(deleted)" : m.content;
+    content.dataset.testid = "message-content";
+    content.textContent = deleted ? "(deleted)" : m.content;
     const meta = document.createElement("span");
     meta.className = "meta";
-    meta.textContent = "v" + m.version + (m.updatedAt !== m.createdAt && !m.isDeleted ? " · edited" : "");
+    meta.textContent = "v" + m.version + (edited ? " · edited" : "");
     li.append(content, meta);
     ul.append(li);
   }
@@ -172,6 +183,7 @@ function render() {
 function setConn(cls, text) {
   const el = $("conn");
   el.className = "conn " + cls;
+  el.dataset.state = cls === "live" ? "open" : "closed";
   el.textContent = text;
 }
 
