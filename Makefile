@@ -39,7 +39,10 @@ bench: bootstrap build
 	    | $(GO) run ./deploy/cmd/benchmd -section sync; \
 	  { $(BENCH) -bench WriterThroughput -benchtime 20000x ./workers/writer/ && \
 	    $(BENCH) -bench WriterLatency -benchtime 6000x ./workers/writer/; } \
-	    | $(GO) run ./deploy/cmd/benchmd -section writer'
+	    | $(GO) run ./deploy/cmd/benchmd -section writer; \
+	  { $(BENCH) -bench InternalFanout -benchtime 6000x ./apps/internal/ && \
+	    $(BENCH) -bench CacheCAS -benchtime 200000x ./apps/internal/; } \
+	    | $(GO) run ./deploy/cmd/benchmd -section internal'
 
 ## bootstrap: install what a fresh machine lacks (idempotent; a second run downloads nothing).
 bootstrap:

@@ -41,8 +41,17 @@ type appEnv struct {
 	url      string
 }
 
-// newAppEnv starts an app; edit changes the configuration first (nil: none).
+// newAppEnv starts an app in the test process; edit changes the
+// configuration first (nil: none).
 func newAppEnv(t testing.TB, edit func(*Config)) *appEnv {
+	t.Helper()
+	e := configureEnv(t, edit)
+	e.startInProcess()
+	return e
+}
+
+// configureEnv makes a test's database, topics and configuration.
+func configureEnv(t testing.TB, edit func(*Config)) *appEnv {
 	t.Helper()
 	stack := stacktest.Connect(t)
 	dsn, db, _ := chatdbtest.NewDB(t)
@@ -59,7 +68,15 @@ func newAppEnv(t testing.TB, edit func(*Config)) *appEnv {
 		edit(&e.cfg)
 	}
 	stacktest.CreateTopics(t, bootstrap, 2, e.cfg.MessageTopic, e.cfg.ChatTopic)
-	log, err := logging.New(e.cfg.LogLevel, "identity", name)
+	return e
+}
+
+// startInProcess runs the app in the test process behind an httptest
+// server, stopped when the test ends.
+func (e *appEnv) startInProcess() {
+	t := e.t
+	t.Helper()
+	log, err := logging.New(e.cfg.LogLevel, "identity", e.cfg.Identity)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +98,32 @@ func newAppEnv(t testing.TB, edit func(*Config)) *appEnv {
 		}
 		a.close()
 	})
-	return e
+}
+
+// startProcess runs the app as a process of the internal binary, and waits
+// until it is ready.
+func (e *appEnv) startProcess(ps *stacktest.Procs) *stacktest.Proc {
+	e.t.Helper()
+	addr := stacktest.FreeAddr(e.t)
+	c := e.cfg
+	p := ps.Start(c.Identity,
+		"INTERNAL_LISTEN_ADDR="+addr, "PG_INTERNAL_DSN="+c.PGDSN, "REDIS_ADDR="+c.RedisAddr,
+		"KAFKA_BOOTSTRAP="+c.KafkaBootstrap, "INTERNAL_GROUP="+c.Group,
+		"KAFKA_MESSAGE_TOPIC="+c.MessageTopic, "KAFKA_CHAT_TOPIC="+c.ChatTopic,
+		"INTERNAL_IDENTITY="+c.Identity, "LOG_LEVEL="+c.LogLevel)
+	e.url = "http://" + addr
+	stacktest.WaitFor(e.t, time.Minute, "the app to be ready", func() error {
+		resp, err := http.Get(e.url + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errors.New(resp.Status)
+		}
+		return nil
+	})
+	return p
 }
 
 // waitConsuming waits until the app's consumer has its partitions and has

@@ -126,3 +126,32 @@ func TestUIAppliesUpdatesByVersion(t *testing.T) {
 		t.Fatalf("stale updates counted: %s, want 1 (the late v3)", stale)
 	}
 }
+
+// TestBothRegionsServeTheChat makes a chat and a message in the stack's
+// external service and reads them from both internal instances, region a's
+// and region b's (whose loads read the Postgres standby ∪ the shared Redis).
+func TestBothRegionsServeTheChat(t *testing.T) {
+	t.Parallel()
+	stack := stacktest.Connect(t)
+	ext := stacktest.Env(t, stack, devstack.EnvExternalURL)
+	chat := externalAPI(t, http.MethodPost, ext+"/chats", "")
+	externalAPI(t, http.MethodPost, ext+"/chat/"+chat, `{"content":"seen in both regions"}`)
+	for _, key := range []string{devstack.EnvInternalURL, devstack.EnvInternalBURL} {
+		base := stacktest.Env(t, stack, key)
+		stacktest.WaitFor(t, time.Minute, "the message on "+key, func() error {
+			resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(base + "/chats/" + chat + "/messages")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var msgs []struct{ Content string }
+			if err := json.NewDecoder(resp.Body).Decode(&msgs); err != nil {
+				return fmt.Errorf("%s: %w", resp.Status, err)
+			}
+			if len(msgs) != 1 || msgs[0].Content != "seen in both regions" {
+				return fmt.Errorf("messages %+v", msgs)
+			}
+			return nil
+		})
+	}
+}

@@ -36,6 +36,9 @@ var targets = map[string]string{
 	"BenchmarkWriterThroughput/batch=1000/records/s": "≥ 10,000",
 	"BenchmarkWriterThroughput/batch=100/records/s":  "≥ 10,000",
 	"BenchmarkWriterLatency/e2e-p99-ms":              "≤ 50 ms (at 200 records/s)",
+	"BenchmarkInternalFanout/fanout-p99-ms":          "≤ 100 ms (1,000 clients, 200 changes/s)",
+	"BenchmarkInternalFanout/KiB/conn":               "≤ 50 KiB",
+	"BenchmarkCacheCAS/scripts/s":                    "≥ 20,000",
 }
 
 func main() {

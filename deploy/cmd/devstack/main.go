@@ -137,6 +137,8 @@ func printURLs(w io.Writer, stack *devstack.Stack) {
 	env := stack.Env()
 	rows := []struct{ label, key string }{
 		{"External UI", devstack.EnvExternalURL},
+		{"Internal UI", devstack.EnvInternalURL},
+		{"Internal UI (b)", devstack.EnvInternalBURL},
 		{"Temporal UI", devstack.EnvTemporalUIURL},
 		{"Temporal", devstack.EnvTemporalAddress},
 		{"Kafka a", devstack.EnvKafkaABootstrap},
