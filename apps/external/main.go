@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,8 +20,6 @@ import (
 	"github.com/chatpoc/chat-poc/apps/external/api"
 	"github.com/chatpoc/chat-poc/apps/external/store"
 	"github.com/chatpoc/chat-poc/apps/external/web"
-	"github.com/chatpoc/chat-poc/internal/envconfig"
-	"github.com/chatpoc/chat-poc/internal/logging"
 	"github.com/chatpoc/chat-poc/internal/service"
 )
 
@@ -45,12 +44,9 @@ func main() { service.Main("external", run) }
 
 func run(ctx context.Context, log *slog.Logger) error {
 	var cfg Config
-	if err := envconfig.Load(&cfg); err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	log, err := logging.New(cfg.LogLevel, "service", "external")
+	log, err := service.Configure(&cfg, "external", nil, &cfg.LogLevel)
 	if err != nil {
-		return fmt.Errorf("configuration: LOG_LEVEL: %w", err)
+		return err
 	}
 	var faults api.Faults
 	if cfg.Faults != "" {
@@ -58,11 +54,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 			return fmt.Errorf("configuration: EXTERNAL_FAULTS: %w", err)
 		}
 	}
-	log.Info("starting", "config", envconfig.LogValue(cfg))
 
 	poolCfg, err := pgxpool.ParseConfig(cfg.DSN)
 	if err != nil {
-		return fmt.Errorf("configuration: PG_EXTERNAL_DSN: %w", err)
+		// pgx's message would quote the DSN, password included.
+		return errors.New("configuration: PG_EXTERNAL_DSN is not a valid Postgres connection string")
 	}
 	// Short statements only: JIT compilation, triggered by cost estimates of
 	// tables not yet analysed, made a feed page read 100x slower.

@@ -13,8 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,8 +31,6 @@ import (
 	"github.com/chatpoc/chat-poc/apps/internal/web"
 	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/internal/chatdb"
-	"github.com/chatpoc/chat-poc/internal/envconfig"
-	"github.com/chatpoc/chat-poc/internal/logging"
 	"github.com/chatpoc/chat-poc/internal/service"
 )
 
@@ -65,18 +61,10 @@ func main() { service.Main("internal", run) }
 
 func run(ctx context.Context, log *slog.Logger) error {
 	var cfg Config
-	if err := envconfig.Load(&cfg); err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	if cfg.Identity == "" {
-		host, _ := os.Hostname()
-		cfg.Identity = host + ":" + strconv.Itoa(os.Getpid())
-	}
-	log, err := logging.New(cfg.LogLevel, "service", "internal", "identity", cfg.Identity)
+	log, err := service.Configure(&cfg, "internal", &cfg.Identity, &cfg.LogLevel)
 	if err != nil {
-		return fmt.Errorf("configuration: LOG_LEVEL: %w", err)
+		return err
 	}
-	log.Info("starting", "config", envconfig.LogValue(cfg))
 
 	app, err := newApp(cfg, log)
 	if err != nil {

@@ -1,6 +1,6 @@
 // Package service holds what every one of our processes does the same way:
-// run until SIGINT or SIGTERM with a JSON logger, and serve HTTP with a
-// graceful shutdown.
+// load its configuration and log it, run until SIGINT or SIGTERM with a
+// JSON logger, and serve HTTP with a graceful shutdown.
 package service
 
 import (
@@ -11,10 +11,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/chatpoc/chat-poc/internal/envconfig"
+	"github.com/chatpoc/chat-poc/internal/logging"
 )
 
 // Main runs run with a context that ends on SIGINT or SIGTERM and a JSON
@@ -48,4 +52,29 @@ func Serve(ctx context.Context, g *errgroup.Group, srv *http.Server, timeout tim
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
+}
+
+// Configure loads cfg (a pointer to a config struct with envconfig tags)
+// from the environment, sets *identity (a field of cfg, or nil) to
+// hostname:pid if it is empty, and returns the logger of the service named
+// name at the level *level (a field of cfg), having logged the
+// configuration once with secrets masked.
+func Configure(cfg any, name string, identity, level *string) (*slog.Logger, error) {
+	if err := envconfig.Load(cfg); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	attrs := []any{"service", name}
+	if identity != nil {
+		if *identity == "" {
+			host, _ := os.Hostname()
+			*identity = host + ":" + strconv.Itoa(os.Getpid())
+		}
+		attrs = append(attrs, "identity", *identity)
+	}
+	log, err := logging.New(*level, attrs...)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: LOG_LEVEL: %w", err)
+	}
+	log.Info("starting", "config", envconfig.LogValue(cfg))
+	return log, nil
 }

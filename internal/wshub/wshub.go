@@ -9,10 +9,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Limits and timings of a connection.
@@ -46,25 +48,49 @@ type Client struct {
 	slowOnce sync.Once
 }
 
+// Metrics are a hub's Prometheus metrics.
+type Metrics struct {
+	clients     prometheus.Gauge
+	badFrames   prometheus.Counter
+	slowDropped prometheus.Counter
+}
+
+// NewMetrics registers <prefix>_ws_clients, <prefix>_ws_bad_frames_total
+// and <prefix>_ws_slow_clients_dropped_total with reg.
+func NewMetrics(reg prometheus.Registerer, prefix string) *Metrics {
+	m := &Metrics{
+		clients: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: prefix + "_ws_clients", Help: "Connected WebSocket clients.",
+		}),
+		badFrames: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: prefix + "_ws_bad_frames_total", Help: "WebSocket connections closed for an invalid frame (not JSON text, too large, unknown type).",
+		}),
+		slowDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: prefix + "_ws_slow_clients_dropped_total", Help: "WebSocket clients closed because they fell behind.",
+		}),
+	}
+	reg.MustRegister(m.clients, m.badFrames, m.slowDropped)
+	return m
+}
+
 // Hub owns the subscriber set: every client, the subscribers of each chat,
 // and the clients subscribed to all chats.
 type Hub struct {
+	metrics *Metrics
+
 	mu      sync.Mutex
 	clients map[*Client]struct{}
 	byChat  map[string]map[*Client]struct{}
 	allChat map[*Client]struct{}
-
-	dropped func() // counts a slow client dropped
 }
 
-// New returns an empty hub. dropped is called for every client dropped
-// because it fell behind.
-func New(dropped func()) *Hub {
+// New returns an empty hub that counts into m.
+func New(m *Metrics) *Hub {
 	return &Hub{
+		metrics: m,
 		clients: map[*Client]struct{}{},
 		byChat:  map[string]map[*Client]struct{}{},
 		allChat: map[*Client]struct{}{},
-		dropped: dropped,
 	}
 }
 
@@ -159,21 +185,35 @@ func (h *Hub) enqueue(c *Client, frame []byte) {
 	default:
 		c.slowOnce.Do(func() {
 			close(c.slow)
-			h.dropped()
+			h.metrics.slowDropped.Inc()
 		})
 	}
 }
 
 // Handler handles the frames of one client; it returns a close code and
-// reason to end the connection, or 0 to go on.
+// reason to end the connection (a frame it refuses), or 0 to go on.
 type Handler func(ctx context.Context, c *Client, f Frame) (websocket.StatusCode, string)
+
+// Accept upgrades the request to a WebSocket and serves it until it ends (see
+// Serve). A page of another origin than the server's may connect only if
+// its host matches one of origins (patterns like "localhost:30002"); others
+// get 403.
+func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, origins []string, handle Handler) {
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: origins})
+	if err != nil {
+		return // Accept has written the HTTP error (403 for a foreign Origin)
+	}
+	h.metrics.clients.Inc()
+	defer h.metrics.clients.Dec()
+	h.Serve(r.Context(), conn, handle)
+}
 
 // Serve runs an accepted connection until it ends: registers its client,
 // reads frames (text JSON only, at most ReadLimit bytes) and hands them to
-// handle, and writes queued frames and pings. It reports a frame that is
-// not JSON text through bad and closes the connection with the matching
-// code; other clients are not affected.
-func (h *Hub) Serve(ctx context.Context, conn *websocket.Conn, handle Handler, bad func()) {
+// handle, and writes queued frames and pings. A frame that is not JSON
+// text, or that handle refuses, closes the connection with the matching
+// code and is counted; other clients are not affected.
+func (h *Hub) Serve(ctx context.Context, conn *websocket.Conn, handle Handler) {
 	conn.SetReadLimit(ReadLimit)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -184,7 +224,7 @@ func (h *Hub) Serve(ctx context.Context, conn *websocket.Conn, handle Handler, b
 		conn.Close(status, reason)
 		cancel()
 	}()
-	status, reason := readLoop(ctx, conn, c, handle, bad)
+	status, reason := readLoop(ctx, conn, c, handle, h.metrics.badFrames.Inc)
 	conn.Close(status, reason)
 }
 
@@ -208,6 +248,7 @@ func readLoop(ctx context.Context, conn *websocket.Conn, c *Client, handle Handl
 			return websocket.StatusInvalidFramePayloadData, "invalid JSON"
 		}
 		if status, reason := handle(ctx, c, f); status != 0 {
+			bad()
 			return status, reason
 		}
 	}

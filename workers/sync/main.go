@@ -12,8 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,9 +24,7 @@ import (
 
 	"github.com/chatpoc/chat-poc/activities"
 	"github.com/chatpoc/chat-poc/internal/change"
-	"github.com/chatpoc/chat-poc/internal/envconfig"
 	"github.com/chatpoc/chat-poc/internal/feed"
-	"github.com/chatpoc/chat-poc/internal/logging"
 	"github.com/chatpoc/chat-poc/internal/publisher"
 	"github.com/chatpoc/chat-poc/internal/service"
 	"github.com/chatpoc/chat-poc/workflows"
@@ -72,18 +68,10 @@ func main() { service.Main("sync worker", run) }
 
 func run(ctx context.Context, log *slog.Logger) error {
 	var cfg Config
-	if err := envconfig.Load(&cfg); err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	if cfg.Identity == "" {
-		host, _ := os.Hostname()
-		cfg.Identity = host + ":" + strconv.Itoa(os.Getpid())
-	}
-	log, err := logging.New(cfg.LogLevel, "service", "sync", "identity", cfg.Identity)
+	log, err := service.Configure(&cfg, "sync", &cfg.Identity, &cfg.LogLevel)
 	if err != nil {
-		return fmt.Errorf("configuration: LOG_LEVEL: %w", err)
+		return err
 	}
-	log.Info("starting", "config", envconfig.LogValue(cfg))
 
 	fc, err := feed.New(cfg.ExternalURL, feed.Options{UserAgent: "chat-poc-sync/" + cfg.Identity})
 	if err != nil {

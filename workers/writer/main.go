@@ -14,8 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -26,8 +24,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatpoc/chat-poc/internal/chatdb"
-	"github.com/chatpoc/chat-poc/internal/envconfig"
-	"github.com/chatpoc/chat-poc/internal/logging"
 	"github.com/chatpoc/chat-poc/internal/service"
 )
 
@@ -77,18 +73,10 @@ func main() { service.Main("writer", run) }
 
 func run(ctx context.Context, log *slog.Logger) error {
 	var cfg Config
-	if err := envconfig.Load(&cfg); err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	if cfg.Identity == "" {
-		host, _ := os.Hostname()
-		cfg.Identity = host + ":" + strconv.Itoa(os.Getpid())
-	}
-	log, err := logging.New(cfg.LogLevel, "service", "writer", "identity", cfg.Identity)
+	log, err := service.Configure(&cfg, "writer", &cfg.Identity, &cfg.LogLevel)
 	if err != nil {
-		return fmt.Errorf("configuration: LOG_LEVEL: %w", err)
+		return err
 	}
-	log.Info("starting", "config", envconfig.LogValue(cfg))
 	if cfg.PGMaxConns < 1 {
 		return errors.New("configuration: WRITER_PG_MAX_CONNS must be at least 1")
 	}

@@ -37,10 +37,9 @@ type Hub struct {
 	log *slog.Logger
 }
 
-// NewHub returns an empty hub. dropped is called for every client dropped
-// because it fell behind.
-func NewHub(log *slog.Logger, dropped func()) *Hub {
-	return &Hub{Hub: wshub.New(dropped), log: log}
+// NewHub returns an empty hub that counts into m.
+func NewHub(log *slog.Logger, m *wshub.Metrics) *Hub {
+	return &Hub{Hub: wshub.New(m), log: log}
 }
 
 // MessagesChanged sends an update with msgs to the chat's subscribers and to

@@ -16,12 +16,13 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/chatpoc/chat-poc/apps/external/store"
+	"github.com/chatpoc/chat-poc/internal/echoapp"
+	"github.com/chatpoc/chat-poc/internal/wshub"
 )
 
 // Input limits.
@@ -84,21 +85,15 @@ func New(st Store, ui fs.FS, cfg Config, log *slog.Logger) *Server {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newMetrics(reg)
 	s := &Server{
-		echo:    echo.New(),
 		store:   st,
 		log:     log,
 		cfg:     cfg,
 		metrics: m,
 		faults:  newFaultInjector(cfg.Faults, m),
 	}
-	s.hub = NewHub(log, m.wsSlowDropped.Inc)
-
+	s.hub = NewHub(log, wshub.NewMetrics(reg, "external"))
+	s.echo = echoapp.New("external", reg, s.handleError, strconv.Itoa(MaxBodyBytes/1024)+"K")
 	e := s.echo
-	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = s.handleError
-	e.Use(middleware.Recover())
-	e.Use(s.observe)
-	e.Use(middleware.BodyLimit(strconv.Itoa(MaxBodyBytes/1024) + "K"))
 
 	// Faults apply to the API only. (Not an Echo group: a group with
 	// middleware adds a catch-all route that would hide the UI at /*.)

@@ -12,15 +12,7 @@ import (
 )
 
 func (s *Server) handleWS(c echo.Context) error {
-	conn, err := websocket.Accept(c.Response(), c.Request(), &websocket.AcceptOptions{
-		OriginPatterns: s.cfg.AllowedOrigins, // same-origin is always allowed
-	})
-	if err != nil {
-		return nil // Accept has written the HTTP error (e.g. 403 for a foreign Origin)
-	}
-	s.metrics.wsClients.Inc()
-	defer s.metrics.wsClients.Dec()
-	s.hub.Serve(c.Request().Context(), conn, s.handleFrame, s.metrics.wsBadFrames.Inc)
+	s.hub.Accept(c.Response(), c.Request(), s.cfg.AllowedOrigins, s.handleFrame)
 	return nil
 }
 
@@ -36,7 +28,6 @@ func (s *Server) handleFrame(ctx context.Context, client *wshub.Client, f wshub.
 		}
 		s.hub.Unsubscribe(client, f.ID)
 	default:
-		s.metrics.wsBadFrames.Inc()
 		return websocket.StatusPolicyViolation, "unknown message type; use sub or unsub"
 	}
 	return 0, ""

@@ -18,7 +18,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/chatpoc/chat-poc/apps/internal/live"
 	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/internal/chatdb"
+	"github.com/chatpoc/chat-poc/internal/echoapp"
 	"github.com/chatpoc/chat-poc/internal/wshub"
 )
 
@@ -72,16 +72,12 @@ func New(db *chatdb.DB, c *cache.Cache, mem *live.Memory, redisDown func() bool,
 	ui fs.FS, reg *prometheus.Registry, cfg Config, log *slog.Logger) *Server {
 	m := newMetrics(reg)
 	s := &Server{
-		echo: echo.New(), db: db, cache: c, mem: mem, redis: redisDown, status: status,
+		db: db, cache: c, mem: mem, redis: redisDown, status: status,
 		cfg: cfg, metrics: m, log: log,
 	}
-	s.hub = &Hub{Hub: wshub.New(m.wsSlowDropped.Inc), log: log}
+	s.hub = &Hub{Hub: wshub.New(wshub.NewMetrics(reg, "internal")), log: log}
+	s.echo = echoapp.New("internal", reg, s.handleError, "4K") // no endpoint takes a body
 	e := s.echo
-	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = s.handleError
-	e.Use(middleware.Recover())
-	e.Use(s.observe)
-	e.Use(middleware.BodyLimit("4K")) // no endpoint takes a body
 
 	e.GET("/chats", s.listChats)
 	e.GET("/chats/:id/messages", s.chatMessages)

@@ -56,15 +56,7 @@ func (h *Hub) ChatDeleted(id string) {
 }
 
 func (s *Server) handleWS(c echo.Context) error {
-	conn, err := websocket.Accept(c.Response(), c.Request(), &websocket.AcceptOptions{
-		OriginPatterns: s.cfg.AllowedOrigins, // same-origin is always allowed; others get 403
-	})
-	if err != nil {
-		return nil // Accept has written the HTTP error
-	}
-	s.metrics.wsClients.Inc()
-	defer s.metrics.wsClients.Dec()
-	s.hub.Serve(c.Request().Context(), conn, s.handleFrame, s.metrics.wsBadFrames.Inc)
+	s.hub.Accept(c.Response(), c.Request(), s.cfg.AllowedOrigins, s.handleFrame)
 	return nil
 }
 
@@ -84,7 +76,6 @@ func (s *Server) handleFrame(ctx context.Context, client *wshub.Client, f wshub.
 		s.subscribe(ctx, client, f.ID)
 		return 0, ""
 	}
-	s.metrics.wsBadFrames.Inc()
 	return websocket.StatusPolicyViolation, "unknown message type; use sub or unsub"
 }
 
