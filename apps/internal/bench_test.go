@@ -142,7 +142,7 @@ func inUse(b *testing.B, url string) float64 {
 func BenchmarkCacheCAS(b *testing.B) {
 	rdb := redis.NewClient(&redis.Options{Addr: stacktest.Env(b, stacktest.Connect(b), devstack.EnvRedisAddr), PoolSize: 64})
 	b.Cleanup(func() { rdb.Close() })
-	c := cache.New(rdb, time.Hour)
+	c := cache.New(rdb, time.Hour, "bench")
 	chat := stacktest.UniqueName("cas")
 	var next atomic.Int64
 	b.SetParallelism(16)

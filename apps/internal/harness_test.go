@@ -246,6 +246,17 @@ func (c *wsConn) next() frame {
 	return f
 }
 
+// nextOf reads frames until one about chat chatID, skipping others (the
+// newChat frames of another instance's probes, say).
+func (c *wsConn) nextOf(chatID string) frame {
+	c.t.Helper()
+	for {
+		if f := c.next(); f.ChatID == chatID {
+			return f
+		}
+	}
+}
+
 // get GETs path and decodes the JSON answer into v; it returns the status.
 func (e *appEnv) get(path string, v any) int {
 	e.t.Helper()

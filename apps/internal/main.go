@@ -44,7 +44,7 @@ type Config struct {
 	RedisPassword     string        `env:"REDIS_PASSWORD" secret:"true" doc:"Redis password; empty: none"`
 	CacheTTL          time.Duration `env:"INTERNAL_CACHE_TTL" default:"24h" doc:"how long a cached version lives after its last write"`
 	KafkaBootstrap    string        `env:"KAFKA_BOOTSTRAP" required:"true" doc:"bootstrap servers of this region's Kafka cluster"`
-	Group             string        `env:"INTERNAL_GROUP" required:"true" doc:"this instance's own consumer group, stable across restarts (on Kubernetes the StatefulSet pod name): a restart resumes where it stopped"`
+	Group             string        `env:"INTERNAL_GROUP" required:"true" doc:"this instance's own consumer group and Redis namespace, stable across restarts (on Kubernetes the StatefulSet pod name): a restart resumes where it stopped and does not push again what it pushed"`
 	MessageTopic      string        `env:"KAFKA_MESSAGE_TOPIC" default:"chat-messages" doc:"topic of message records (its mirrored copies are read too)"`
 	ChatTopic         string        `env:"KAFKA_CHAT_TOPIC" default:"chats" doc:"topic of chat records (and its mirrored copies)"`
 	TemporalAddress   string        `env:"TEMPORAL_ADDRESS" doc:"host:port of the Temporal frontend, for the sync's status line; empty: no status"`
@@ -116,7 +116,7 @@ func newApp(cfg Config, log *slog.Logger) (*app, error) {
 	a.closers = append(a.closers, pool.Close)
 	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, Password: cfg.RedisPassword})
 	a.closers = append(a.closers, func() { _ = rdb.Close() })
-	c := cache.New(rdb, cfg.CacheTTL)
+	c := cache.New(rdb, cfg.CacheTTL, cfg.Group)
 
 	var tc client.Client
 	if cfg.TemporalAddress != "" {

@@ -298,7 +298,7 @@ func TestRedisOutageKeepsUpdatesFlowing(t *testing.T) {
 	p.up()
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	t.Cleanup(func() { rdb.Close() })
-	rdbCache := cache.New(rdb, time.Hour)
+	rdbCache := cache.New(rdb, time.Hour, e.cfg.Group)
 	waitFor(t, "the cache to be rebuilt", func() error {
 		v, err := rdbCache.Version(context.Background(), chat, "m1")
 		if err != nil {
@@ -315,5 +315,36 @@ func TestRedisOutageKeepsUpdatesFlowing(t *testing.T) {
 	}
 	if e.app.consumer.RedisDown() {
 		t.Error("the consumer still counts Redis as down")
+	}
+}
+
+// TestEveryInstancePushesToItsClients runs two instances (two consumer
+// groups) on the same topics and the same Redis: a client of each gets
+// every change, whichever instance consumed it first. (With one shared
+// compare-and-set, the second instance would find the version cached and
+// push nothing.)
+func TestEveryInstancePushesToItsClients(t *testing.T) {
+	t.Parallel()
+	first := configureEnv(t, nil)
+	second := *first
+	second.cfg.Group += "-2"
+	second.cfg.Identity += "-2"
+	first.startInProcess()
+	second.startInProcess()
+	first.waitConsuming()
+	second.waitConsuming()
+	chat := first.prefix + "-c"
+	clients := []*wsConn{first.dial(), second.dial()}
+	for _, c := range clients {
+		c.send(`{"type":"sub","id":"` + chat + `"}`)
+		c.nextOf(chat) // error: unknown chat (subscribed)
+	}
+	first.produceMessages(msg(chat, "m1", 1, 1, "v1"), msg(chat, "m1", 1, 2, "v2"))
+	for i, c := range clients {
+		for _, want := range []string{"v1", "v2"} {
+			if f := c.nextOf(chat); f.Type != "update" || f.Messages[0].Content != want {
+				t.Fatalf("client of instance %d: %+v, want the update %q", i+1, f, want)
+			}
+		}
 	}
 }

@@ -4,8 +4,13 @@
 // answer whether a change is new, and a chat's load merges the cache with
 // Postgres for the messages the writer has not stored yet.
 //
-// One chat's keys share the hash tag {chatID} ("chat:{c1}:msg:m1",
-// "chat:{c1}:msgs", "chat:{c1}"), so the scripts also run on Redis Cluster.
+// Each instance of the app has a namespace of its own (its consumer group,
+// stable across restarts): "applied" means new *for that instance's
+// clients*, so every instance pushes every change once, whichever consumed
+// it first, and a restarted instance does not push again what it pushed
+// before. One chat's keys share the hash tag {chatID}
+// ("internal-a1:chat:{c1}:msg:m1", "…:chat:{c1}:msgs", "…:chat:{c1}"), so
+// the scripts also run on Redis Cluster.
 package cache
 
 import (
@@ -64,20 +69,22 @@ var (
 	deleteByTimestamp = redis.NewScript(deleteByTimestampLua)
 )
 
-// Cache reads and writes the Redis cache.
+// Cache reads and writes one instance's share of the Redis cache.
 type Cache struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
+	ns  string
 }
 
-// New returns a cache on rdb whose entries live ttl after their last write.
-func New(rdb redis.UniversalClient, ttl time.Duration) *Cache {
-	return &Cache{rdb: rdb, ttl: ttl}
+// New returns the cache of namespace ns (an instance's stable name, without
+// braces) on rdb, whose entries live ttl after their last write.
+func New(rdb redis.UniversalClient, ttl time.Duration, ns string) *Cache {
+	return &Cache{rdb: rdb, ttl: ttl, ns: ns}
 }
 
-func messageKey(chatID, id string) string { return "chat:{" + chatID + "}:msg:" + id }
-func indexKey(chatID string) string       { return "chat:{" + chatID + "}:msgs" }
-func chatKey(chatID string) string        { return "chat:{" + chatID + "}" }
+func (c *Cache) messageKey(chatID, id string) string { return c.chatKey(chatID) + ":msg:" + id }
+func (c *Cache) indexKey(chatID string) string       { return c.chatKey(chatID) + ":msgs" }
+func (c *Cache) chatKey(chatID string) string        { return c.ns + ":chat:{" + chatID + "}" }
 
 // PutMessage stores m if its version is newer than the cached one, and
 // indexes it under its chat.
@@ -86,7 +93,7 @@ func (c *Cache) PutMessage(ctx context.Context, m change.Message) (Result, error
 	if err != nil {
 		return 0, fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
-	r, err := c.run(ctx, updateByTimestamp, []string{messageKey(m.ChatID, m.ID), indexKey(m.ChatID)},
+	r, err := c.run(ctx, updateByTimestamp, []string{c.messageKey(m.ChatID, m.ID), c.indexKey(m.ChatID)},
 		m.Version, v, c.ttl.Milliseconds(), m.ID)
 	if err != nil {
 		return 0, fmt.Errorf("cache message %s v%d: %w", m.ID, m.Version, err)
@@ -100,7 +107,7 @@ func (c *Cache) PutChat(ctx context.Context, ch change.Chat) (Result, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode chat %s: %w", ch.ID, err)
 	}
-	r, err := c.run(ctx, updateByTimestamp, []string{chatKey(ch.ID)}, ch.Version, v, c.ttl.Milliseconds(), "")
+	r, err := c.run(ctx, updateByTimestamp, []string{c.chatKey(ch.ID)}, ch.Version, v, c.ttl.Milliseconds(), "")
 	if err != nil {
 		return 0, fmt.Errorf("cache chat %s v%d: %w", ch.ID, ch.Version, err)
 	}
@@ -110,7 +117,7 @@ func (c *Cache) PutChat(ctx context.Context, ch change.Chat) (Result, error) {
 // DeleteMessage removes message id of chat chatID from the cache if its
 // cached version is at most version.
 func (c *Cache) DeleteMessage(ctx context.Context, chatID, id string, version int64) (Result, error) {
-	r, err := c.run(ctx, deleteByTimestamp, []string{messageKey(chatID, id), indexKey(chatID)}, version, id)
+	r, err := c.run(ctx, deleteByTimestamp, []string{c.messageKey(chatID, id), c.indexKey(chatID)}, version, id)
 	if err != nil {
 		return 0, fmt.Errorf("uncache message %s v%d: %w", id, version, err)
 	}
@@ -132,7 +139,7 @@ func (c *Cache) run(ctx context.Context, s *redis.Script, keys []string, args ..
 // Messages returns the cached messages of chat chatID, in no order.
 // Entries that expired since they were indexed are skipped.
 func (c *Cache) Messages(ctx context.Context, chatID string) ([]change.Message, error) {
-	ids, err := c.rdb.SMembers(ctx, indexKey(chatID)).Result()
+	ids, err := c.rdb.SMembers(ctx, c.indexKey(chatID)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read cached messages of chat %s: %w", chatID, err)
 	}
@@ -142,7 +149,7 @@ func (c *Cache) Messages(ctx context.Context, chatID string) ([]change.Message, 
 	pipe := c.rdb.Pipeline()
 	gets := make([]*redis.StringCmd, len(ids))
 	for i, id := range ids {
-		gets[i] = pipe.HGet(ctx, messageKey(chatID, id), "d")
+		gets[i] = pipe.HGet(ctx, c.messageKey(chatID, id), "d")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read cached messages of chat %s: %w", chatID, err)
@@ -167,7 +174,7 @@ func (c *Cache) Messages(ctx context.Context, chatID string) ([]change.Message, 
 
 // Chat returns the cached event of chat id, and false if none is cached.
 func (c *Cache) Chat(ctx context.Context, id string) (change.Chat, bool, error) {
-	b, err := c.rdb.HGet(ctx, chatKey(id), "d").Bytes()
+	b, err := c.rdb.HGet(ctx, c.chatKey(id), "d").Bytes()
 	if errors.Is(err, redis.Nil) {
 		return change.Chat{}, false, nil
 	}
@@ -184,7 +191,7 @@ func (c *Cache) Chat(ctx context.Context, id string) (change.Chat, bool, error) 
 // Version returns the cached version of message id of chat chatID, 0 if
 // none.
 func (c *Cache) Version(ctx context.Context, chatID, id string) (int64, error) {
-	s, err := c.rdb.HGet(ctx, messageKey(chatID, id), "v").Result()
+	s, err := c.rdb.HGet(ctx, c.messageKey(chatID, id), "v").Result()
 	if errors.Is(err, redis.Nil) {
 		return 0, nil
 	}

@@ -17,13 +17,16 @@ import (
 	"github.com/chatpoc/chat-poc/internal/chatdb/chatdbtest"
 )
 
+// ns is the namespace of the tests' caches.
+const ns = "test"
+
 // newCache returns a cache on the shared stack's Redis with entries living
 // ttl, and a chat ID no other test uses.
 func newCache(t *testing.T, ttl time.Duration) (*cache.Cache, *redis.Client, string) {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: stacktest.Env(t, stacktest.Connect(t), devstack.EnvRedisAddr)})
 	t.Cleanup(func() { rdb.Close() })
-	return cache.New(rdb, ttl), rdb, stacktest.UniqueName("chat")
+	return cache.New(rdb, ttl, ns), rdb, stacktest.UniqueName("chat")
 }
 
 func msg(chat, id string, v int64, content string) change.Message {
@@ -87,7 +90,7 @@ func TestEntriesExpire(t *testing.T) {
 	if _, err := c.PutChat(ctx, change.Chat{Type: change.ChatNew, ID: chat, Version: 1}); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{"chat:{" + chat + "}:msg:m", "chat:{" + chat + "}:msgs", "chat:{" + chat + "}"} {
+	for _, key := range []string{ns + ":chat:{" + chat + "}:msg:m", ns + ":chat:{" + chat + "}:msgs", ns + ":chat:{" + chat + "}"} {
 		d, err := rdb.PTTL(ctx, key).Result()
 		if err != nil || d <= 0 || d > ttl {
 			t.Errorf("TTL of %s = %v, %v; want in (0, %v]", key, d, err, ttl)
@@ -95,7 +98,7 @@ func TestEntriesExpire(t *testing.T) {
 	}
 	// A short-lived cache's entry is gone after its TTL; the index that
 	// still names it is tolerated.
-	short := cache.New(rdb, 50*time.Millisecond)
+	short := cache.New(rdb, 50*time.Millisecond, ns)
 	if _, err := short.PutMessage(ctx, msg(chat, "brief", 1, "x")); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +106,7 @@ func TestEntriesExpire(t *testing.T) {
 		t.Fatal(err)
 	}
 	stacktest.WaitFor(t, 10*time.Second, "the short-lived entry to expire", func() error {
-		if n, err := rdb.Exists(ctx, "chat:{"+chat+"}:msg:brief").Result(); err != nil || n != 0 {
+		if n, err := rdb.Exists(ctx, ns+":chat:{"+chat+"}:msg:brief").Result(); err != nil || n != 0 {
 			return fmt.Errorf("exists = %d, %v", n, err)
 		}
 		return nil
@@ -186,6 +189,20 @@ func TestConcurrentPutsKeepTheNewest(t *testing.T) {
 		}
 		if absent[m.ID] != 1 {
 			t.Errorf("message %s: %d puts answered Absent, want 1", m.ID, absent[m.ID])
+		}
+	}
+}
+
+// TestNamespacesAreApart puts the same version of a message in two
+// instances' namespaces: each answers Absent, as each instance's clients
+// have yet to get it.
+func TestNamespacesAreApart(t *testing.T) {
+	t.Parallel()
+	a, rdb, chat := newCache(t, time.Hour)
+	b := cache.New(rdb, time.Hour, "other")
+	for _, c := range []*cache.Cache{a, b} {
+		if r, err := c.PutMessage(context.Background(), msg(chat, "m", 1, "x")); err != nil || r != cache.Absent {
+			t.Fatalf("PutMessage = %v, %v; want Absent in each namespace", r, err)
 		}
 	}
 }
