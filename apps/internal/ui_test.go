@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -45,9 +46,10 @@ func externalAPI(t *testing.T, method, url, body string) string {
 // TestUIShowsExternalChangesLive opens the stack's internal app (region a's
 // instance, on the stack's whole pipeline: external → sync → Kafka →
 // internal) in a real Chromium and makes changes in the external service:
-// a new chat appears in the list, a message appears, its edit and its
-// delete show, the page reloaded mid-way is still right, and the chat's
-// delete shows.
+// a new chat appears in the list, a message appears, its edit shows; the
+// instance is killed and restarted and the page reconnects and shows what
+// was written meanwhile; reloaded, the page is still right; the message's
+// and the chat's deletes show.
 func TestUIShowsExternalChangesLive(t *testing.T) {
 	stack := stacktest.Connect(t)
 	ext := stacktest.Env(t, stack, devstack.EnvExternalURL)
@@ -73,6 +75,23 @@ func TestUIShowsExternalChangesLive(t *testing.T) {
 	externalAPI(t, http.MethodPut, ext+"/chat/"+chat+"/message/"+mid, `{"content":"hello, edited"}`)
 	tab.WaitText(msg+" "+tid("message-content"), "hello, edited")
 	tab.WaitVisible(msg + `[data-edited="true"]`)
+
+	// The instance dies (the launcher restarts it): the page notices,
+	// reconnects, re-subscribes and reloads, and shows what was written
+	// while it was away.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := stack.Kill(ctx, devstack.InternalA1); err != nil {
+		t.Fatal(err)
+	}
+	tab.WaitVisible(tidAt("conn-status", "data-state", "closed"))
+	tab.AllowErrors("WebSocket connection", "ERR_CONNECTION_REFUSED") // the reconnects while it is down
+	away := externalAPI(t, http.MethodPost, ext+"/chat/"+chat, `{"content":"while you were away"}`)
+	if err := stack.StartComponent(ctx, devstack.InternalA1); err != nil {
+		t.Fatal(err)
+	}
+	tab.WaitVisible(tidAt("conn-status", "data-state", "open"))
+	tab.WaitText(tidAt("message", "data-message-id", away)+" "+tid("message-content"), "while you were away")
 
 	// Reloaded, the page shows the same from its load.
 	tab.Navigate(internal)
