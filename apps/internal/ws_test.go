@@ -348,3 +348,34 @@ func TestEveryInstancePushesToItsClients(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisEmptiedDoesNotPushOlderVersions empties the instance's cache (as
+// a Redis restart without persistence would) between a version and a late
+// duplicate of an older one: the older one is still not pushed, the next
+// newer one is.
+func TestRedisEmptiedDoesNotPushOlderVersions(t *testing.T) {
+	t.Parallel()
+	e := newAppEnv(t, nil)
+	e.waitConsuming()
+	chat := e.prefix + "-c"
+	c := e.dial()
+	c.send(`{"type":"sub","id":"` + chat + `"}`)
+	c.nextOf(chat) // error: unknown chat (subscribed)
+	e.produceMessages(msg(chat, "m1", 1, 2, "v2"))
+	if f := c.nextOf(chat); f.Type != "update" || f.Messages[0].Content != "v2" {
+		t.Fatalf("first update: %+v", f)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: e.cfg.RedisAddr})
+	t.Cleanup(func() { rdb.Close() })
+	keys, err := rdb.Keys(context.Background(), e.cfg.Group+":*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("the instance's keys: %v, %v", keys, err)
+	}
+	if err := rdb.Del(context.Background(), keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.produceMessages(msg(chat, "m1", 1, 1, "v1 (late duplicate)"), msg(chat, "m1", 1, 3, "v3"))
+	if f := c.nextOf(chat); f.Type != "update" || f.Messages[0].Content != "v3" {
+		t.Fatalf("after the cache was emptied: %+v, want v3 (never the older v1)", f)
+	}
+}

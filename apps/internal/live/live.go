@@ -141,9 +141,11 @@ func (c *Consumer) malformed(m *kafka.Message, err error) {
 		"topic", *m.TopicPartition.Topic, "partition", m.TopicPartition.Partition, "offset", m.TopicPartition.Offset, "err", err)
 }
 
-// putMessage reports whether m is newer than what was seen: Redis's
-// compare-and-set if Redis answers, memory's otherwise. Memory always
-// learns the version too.
+// putMessage reports whether m is newer than what this instance pushed:
+// Redis's compare-and-set says so (it remembers across restarts), and so
+// does memory when it holds the message (it remembers across a Redis that
+// was flushed or restarted empty, which would take a late duplicate of an
+// older version for new). While Redis is down, memory alone decides.
 func (c *Consumer) putMessage(ctx context.Context, m change.Message) bool {
 	memNew := c.mem.PutMessage(m)
 	if c.redisDown.Load() {
@@ -156,7 +158,7 @@ func (c *Consumer) putMessage(ctx context.Context, m change.Message) bool {
 		c.redisFailed(err)
 		return memNew
 	}
-	return r.Applied()
+	return r.Applied() && memNew
 }
 
 func (c *Consumer) putChat(ctx context.Context, ch change.Chat) bool {
@@ -171,7 +173,7 @@ func (c *Consumer) putChat(ctx context.Context, ch change.Chat) bool {
 		c.redisFailed(err)
 		return memNew
 	}
-	return r.Applied()
+	return r.Applied() && memNew
 }
 
 func (c *Consumer) redisFailed(err error) {
