@@ -67,13 +67,14 @@ func newTxnProducer(c Cluster, opts Options, log *slog.Logger) (*txnProducer, er
 	if err != nil {
 		return nil, err
 	}
-	drain(kp, log.With("cluster", c.Name))
+	Drain(kp, log.With("cluster", c.Name))
 	return &txnProducer{cluster: c, kp: kp}, nil
 }
 
-// drain serves kp's Events() and Logs() channels until kp is closed (Close
-// closes both), so that librdkafka's poller never waits for us.
-func drain(kp *kafka.Producer, log *slog.Logger) {
+// Drain serves kp's Events() and Logs() channels until kp is closed (Close
+// closes both), so that librdkafka's poller never waits for us: client
+// errors and librdkafka's log go to log at debug level.
+func Drain(kp *kafka.Producer, log *slog.Logger) {
 	go func() {
 		for ev := range kp.Events() {
 			if err, ok := ev.(kafka.Error); ok {

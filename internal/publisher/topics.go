@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
@@ -38,27 +39,19 @@ func (p *Publisher) EnsureTopics(ctx context.Context, topics []TopicSpec) error 
 	if p.closed.Load() {
 		return fmt.Errorf("ensure topics: %w", ErrClosed)
 	}
-	specs := make([]kafka.TopicSpecification, len(topics))
 	for i, t := range topics {
 		if t.Name == "" {
 			return fmt.Errorf("ensure topics: topic %d has no name", i)
 		}
-		specs[i] = kafka.TopicSpecification{Topic: t.Name, NumPartitions: -1, ReplicationFactor: -1}
-		if t.Partitions > 0 {
-			specs[i].NumPartitions = t.Partitions
-		}
-		if t.ReplicationFactor > 0 {
-			specs[i].ReplicationFactor = t.ReplicationFactor
-		}
 	}
-	if len(specs) == 0 {
+	if len(topics) == 0 {
 		return nil
 	}
 	errs := make([]error, len(p.opts.Clusters))
 	var wg sync.WaitGroup
 	for i, c := range p.opts.Clusters {
 		wg.Go(func() {
-			if err := p.createTopics(ctx, c, specs); err != nil {
+			if err := p.createTopics(ctx, c, topics); err != nil {
 				errs[i] = &ClusterError{Cluster: c.Name, Err: err}
 			}
 		})
@@ -70,7 +63,7 @@ func (p *Publisher) EnsureTopics(ctx context.Context, topics []TopicSpec) error 
 	return nil
 }
 
-func (p *Publisher) createTopics(ctx context.Context, c Cluster, specs []kafka.TopicSpecification) error {
+func (p *Publisher) createTopics(ctx context.Context, c Cluster, topics []TopicSpec) error {
 	// An admin client derived from a plain producer, so that librdkafka's
 	// log reaches our logger like the transactional producers' do.
 	kp, err := kafka.NewProducer(&kafka.ConfigMap{
@@ -83,7 +76,7 @@ func (p *Publisher) createTopics(ctx context.Context, c Cluster, specs []kafka.T
 	if err != nil {
 		return err
 	}
-	drain(kp, p.log.With("cluster", c.Name))
+	Drain(kp, p.log.With("cluster", c.Name))
 	defer closeBounded(kp, p.opts.OperationTimeout)
 	admin, err := kafka.NewAdminClientFromProducer(kp)
 	if err != nil {
@@ -91,11 +84,28 @@ func (p *Publisher) createTopics(ctx context.Context, c Cluster, specs []kafka.T
 	}
 	defer admin.Close()
 
-	opCtx, cancel := context.WithTimeout(ctx, p.opts.OperationTimeout)
+	return CreateTopics(ctx, admin, topics, p.opts.OperationTimeout)
+}
+
+// CreateTopics creates topics with admin within timeout; a topic that
+// already exists is fine (whatever its settings). Partitions or a
+// replication factor of 0 take the broker's default.
+func CreateTopics(ctx context.Context, admin *kafka.AdminClient, topics []TopicSpec, timeout time.Duration) error {
+	specs := make([]kafka.TopicSpecification, len(topics))
+	for i, t := range topics {
+		specs[i] = kafka.TopicSpecification{Topic: t.Name, NumPartitions: -1, ReplicationFactor: -1}
+		if t.Partitions > 0 {
+			specs[i].NumPartitions = t.Partitions
+		}
+		if t.ReplicationFactor > 0 {
+			specs[i].ReplicationFactor = t.ReplicationFactor
+		}
+	}
+	opCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// The broker waits up to half the request's time for the topics to be
 	// created before answering, so they can be used once this returns.
-	results, err := admin.CreateTopics(opCtx, specs, kafka.SetAdminOperationTimeout(p.opts.OperationTimeout/2))
+	results, err := admin.CreateTopics(opCtx, specs, kafka.SetAdminOperationTimeout(timeout/2))
 	if err != nil {
 		return fmt.Errorf("create topics: %w", err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/publisher"
 )
 
 // DeadLetterSuffix names a topic's dead-letter topic: "chat-messages.dlq".
@@ -61,18 +61,7 @@ func newDeadLetters(bootstrap, cluster, clientID string, log *slog.Logger) (*dea
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter producer: %w", err)
 	}
-	go func() {
-		for ev := range p.Events() {
-			if err, ok := ev.(kafka.Error); ok {
-				log.Debug("dead-letter producer error", "err", err)
-			}
-		}
-	}()
-	go func() {
-		for l := range p.Logs() {
-			log.Debug("librdkafka log", "tag", l.Tag, "level", l.Level, "text", l.Message)
-		}
-	}()
+	publisher.Drain(p, log)
 	return &deadLetters{producer: p, cluster: cluster}, nil
 }
 
@@ -141,27 +130,11 @@ func (d *deadLetters) ensureTopics(ctx context.Context, topics []string, partiti
 		return err
 	}
 	defer admin.Close()
-	specs := make([]kafka.TopicSpecification, len(topics))
+	specs := make([]publisher.TopicSpec, len(topics))
 	for i, t := range topics {
-		specs[i] = kafka.TopicSpecification{Topic: t, NumPartitions: -1, ReplicationFactor: -1}
-		if partitions > 0 {
-			specs[i].NumPartitions = partitions
-		}
-		if replicas > 0 {
-			specs[i].ReplicationFactor = replicas
-		}
+		specs[i] = publisher.TopicSpec{Name: t, Partitions: partitions, ReplicationFactor: replicas}
 	}
-	res, err := admin.CreateTopics(ctx, specs)
-	if err != nil {
-		return fmt.Errorf("create dead-letter topics: %w", err)
-	}
-	var errs []error
-	for _, r := range res {
-		if c := r.Error.Code(); c != kafka.ErrNoError && c != kafka.ErrTopicAlreadyExists {
-			errs = append(errs, fmt.Errorf("create topic %s: %w", r.Topic, r.Error))
-		}
-	}
-	return errors.Join(errs...)
+	return publisher.CreateTopics(ctx, admin, specs, setupTimeout)
 }
 
 // close waits up to timeoutMs for queued dead letters, then closes.

@@ -141,34 +141,34 @@ func (c *Consumer) malformed(m *kafka.Message, err error) {
 		"topic", *m.TopicPartition.Topic, "partition", m.TopicPartition.Partition, "offset", m.TopicPartition.Offset, "err", err)
 }
 
-// putMessage reports whether m is newer than what this instance pushed:
-// Redis's compare-and-set says so (it remembers across restarts), and so
-// does memory when it holds the message (it remembers across a Redis that
-// was flushed or restarted empty, which would take a late duplicate of an
-// older version for new). While Redis is down, memory alone decides.
+// putMessage reports whether m is newer than what this instance pushed
+// (see decide).
 func (c *Consumer) putMessage(ctx context.Context, m change.Message) bool {
-	memNew := c.mem.PutMessage(m)
-	if c.redisDown.Load() {
-		return memNew
-	}
-	cctx, cancel := context.WithTimeout(ctx, cacheTimeout)
-	defer cancel()
-	r, err := c.cache.PutMessage(cctx, m)
-	if err != nil {
-		c.redisFailed(err)
-		return memNew
-	}
-	return r.Applied() && memNew
+	return c.decide(ctx, c.mem.PutMessage(m), func(ctx context.Context) (cache.Result, error) {
+		return c.cache.PutMessage(ctx, m)
+	})
 }
 
+// putChat reports whether ch is newer than what this instance pushed.
 func (c *Consumer) putChat(ctx context.Context, ch change.Chat) bool {
-	memNew := c.mem.PutChat(ch)
+	return c.decide(ctx, c.mem.PutChat(ch), func(ctx context.Context) (cache.Result, error) {
+		return c.cache.PutChat(ctx, ch)
+	})
+}
+
+// decide says whether a change is new, given memNew (memory's answer, which
+// memory has already recorded) and put (Redis's compare-and-set): new if
+// Redis stored it (Redis remembers across restarts of the instance) and
+// memory did not know a newer version (memory remembers across a Redis
+// restarted empty, which would take a late duplicate of an older version
+// for new). While Redis is down, memory alone decides.
+func (c *Consumer) decide(ctx context.Context, memNew bool, put func(context.Context) (cache.Result, error)) bool {
 	if c.redisDown.Load() {
 		return memNew
 	}
 	cctx, cancel := context.WithTimeout(ctx, cacheTimeout)
 	defer cancel()
-	r, err := c.cache.PutChat(cctx, ch)
+	r, err := put(cctx)
 	if err != nil {
 		c.redisFailed(err)
 		return memNew
