@@ -29,3 +29,13 @@ fi
 command -v go >/dev/null || { echo "bootstrap: go not found; install Go 1.26 (https://go.dev/doc/install)" >&2; exit 1; }
 go mod download
 (cd deploy/temporal && go mod download)
+
+# The tests render deploy/k8s with `kubectl kustomize`, whose kustomize must
+# be v5 (the manifests use its syntax). Debian 12's own kubectl
+# (kubernetes-client 1.20) embeds kustomize v2, too old, so a machine
+# without a recent kubectl gets kustomize v5.5.0 — the one kubectl 1.32
+# embeds — from the Go module proxy into bin/ instead.
+if ! kubectl version --client -o json 2>/dev/null | grep -q '"kustomizeVersion": "v5\.' && [[ ! -x bin/kustomize ]]; then
+	echo "bootstrap: no kubectl with kustomize v5; building bin/kustomize (sigs.k8s.io/kustomize/kustomize/v5@v5.5.0)" >&2
+	GOBIN="$PWD/bin" go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
+fi

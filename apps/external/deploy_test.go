@@ -6,13 +6,11 @@ import (
 	"github.com/chatpoc/chat-poc/deploy/deploytest"
 )
 
-// TestComposeSetsWhatTheBinaryReads checks every docker-compose.yaml service
-// built from this command's Dockerfile: it sets only variables Config reads,
-// and every one Config requires.
-func TestComposeSetsWhatTheBinaryReads(t *testing.T) {
+// TestDeploymentsSetWhatTheBinaryReads checks every docker-compose.yaml
+// service built from this command's Dockerfile and every Kubernetes
+// container running its image: each sets only variables Config reads, and
+// every one Config requires.
+func TestDeploymentsSetWhatTheBinaryReads(t *testing.T) {
 	t.Parallel()
-	p := deploytest.Compose(t)
-	for _, name := range deploytest.ServicesBuilding(t, p, "apps/external/Dockerfile") {
-		deploytest.CheckEnv(t, "docker-compose.yaml service "+name, deploytest.ComposeEnv(p.Services[name]), &Config{})
-	}
+	deploytest.CheckDeployments(t, "apps/external/Dockerfile", &Config{})
 }

@@ -37,8 +37,7 @@ func TestComposeServices(t *testing.T) {
 		case s.Image == "":
 			t.Errorf("service %s has neither image nor build", name)
 		default:
-			_, tag, ok := strings.Cut(s.Image[strings.LastIndex(s.Image, "/")+1:], ":")
-			if !ok || tag == "" || tag == "latest" {
+			if _, tag := deploytest.SplitImage(s.Image); tag == "" || tag == "latest" {
 				t.Errorf("service %s: image %q is not pinned to a version", name, s.Image)
 			}
 		}

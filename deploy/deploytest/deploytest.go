@@ -102,3 +102,17 @@ func ComposeEnv(s types.ServiceConfig) map[string]bool {
 	}
 	return env
 }
+
+// CheckDeployments checks every deployment of the binary built from
+// dockerfile — each docker-compose.yaml service built from it and each
+// Kubernetes container running its image — with CheckEnv: it sets only
+// variables cfg (a pointer to the binary's Config) reads, and every one cfg
+// requires.
+func CheckDeployments(t testing.TB, dockerfile string, cfg any) {
+	t.Helper()
+	p := Compose(t)
+	for _, name := range ServicesBuilding(t, p, dockerfile) {
+		CheckEnv(t, "docker-compose.yaml service "+name, ComposeEnv(p.Services[name]), cfg)
+	}
+	CheckKubernetesEnv(t, dockerfile, cfg)
+}
