@@ -81,6 +81,9 @@ func (tab *Tab) Ctx() context.Context { return tab.ctx }
 // page.
 func (tab *Tab) SetTimeout(d time.Duration) { tab.timeout = d }
 
+// Timeout returns how long each step of this tab may take.
+func (tab *Tab) Timeout() time.Duration { return tab.timeout }
+
 // Name returns the tab's name in logs and artifact files ("tab1", "tab2", …).
 func (tab *Tab) Name() string { return tab.name }
 

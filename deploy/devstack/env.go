@@ -31,6 +31,7 @@ const (
 
 	EnvKafkaABootstrap = "KAFKA_A_BOOTSTRAP"
 	EnvKafkaBBootstrap = "KAFKA_B_BOOTSTRAP"
+	EnvKafkaLibs       = "KAFKA_LIBS" // directory of the Kafka jars the stack runs, for Kafka's own tools
 
 	EnvTemporalAddress   = "TEMPORAL_ADDRESS"
 	EnvTemporalNamespace = "TEMPORAL_NAMESPACE"

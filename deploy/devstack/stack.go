@@ -529,6 +529,7 @@ func (s *Stack) Env() Env {
 			env[EnvRedisAddr] = hostPort(s.ports[portRedis])
 		case KafkaA:
 			env[EnvKafkaABootstrap] = hostPort(s.ports[portKafkaA])
+			env[EnvKafkaLibs] = s.kafkaLibDir()
 		case KafkaB:
 			env[EnvKafkaBBootstrap] = hostPort(s.ports[portKafkaB])
 		case External:

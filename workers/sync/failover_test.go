@@ -10,11 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/chatpoc/chat-poc/apps/external/loadgen"
 	"github.com/chatpoc/chat-poc/deploy/devstack"
 	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
+	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/workflows"
 )
 
@@ -66,7 +65,8 @@ func TestKafkaClusterAStoppedMidStorm(t *testing.T) {
 	}
 	restarted = true
 	began := time.Now()
-	waitTransactionsSettled(t, "a", stacktest.Env(t, e.stack, devstack.EnvKafkaABootstrap), 3*time.Minute)
+	stacktest.WaitTransactionsSettled(t, e.stack, "a", stacktest.Env(t, e.stack, devstack.EnvKafkaABootstrap),
+		[]string{change.TopicMessages, change.TopicChats}, 3*time.Minute)
 	t.Logf("kafka-a back; transactions it had open settled %s after its restart", time.Since(began).Round(time.Millisecond))
 	stopStorm()
 	acked := wait()
@@ -251,60 +251,4 @@ func decodeID(t *testing.T, resp *http.Response) string {
 		t.Fatalf("create: id %q, %v", v.ID, err)
 	}
 	return v.ID
-}
-
-// waitTransactionsSettled waits until, on every partition of the sync's
-// topics on one cluster, the last stable offset (how far read_committed
-// consumers can read) has reached the end the partition had when the wait
-// began: the transactions a restart left open are committed or aborted, so
-// whatever runs next reads the cluster normally. It fails naming the
-// partitions still held back.
-func waitTransactionsSettled(t testing.TB, cluster, bootstrap string, deadline time.Duration) {
-	t.Helper()
-	admin, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": bootstrap})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
-	specs := map[kafka.TopicPartition]kafka.OffsetSpec{}
-	for _, tp := range syncPartitions(t, admin, cluster) {
-		specs[tp] = kafka.LatestOffsetSpec
-	}
-	offsets := func(level kafka.IsolationLevel) (map[string]kafka.Offset, error) {
-		res, err := admin.ListOffsets(ctx, specs, kafka.SetAdminIsolationLevel(level))
-		if err != nil {
-			return nil, err
-		}
-		out := map[string]kafka.Offset{}
-		for tp, info := range res.ResultInfos {
-			if info.Error.Code() != kafka.ErrNoError {
-				return nil, fmt.Errorf("%s[%d]: %v", *tp.Topic, tp.Partition, info.Error)
-			}
-			out[fmt.Sprintf("%s[%d]", *tp.Topic, tp.Partition)] = info.Offset
-		}
-		return out, nil
-	}
-	var ends map[string]kafka.Offset
-	stacktest.WaitFor(t, deadline, "the ends of cluster "+cluster+"'s partitions", func() error {
-		ends, err = offsets(kafka.IsolationLevelReadUncommitted)
-		return err
-	})
-	stacktest.WaitFor(t, deadline, "cluster "+cluster+"'s open transactions to settle", func() error {
-		stable, err := offsets(kafka.IsolationLevelReadCommitted)
-		if err != nil {
-			return err
-		}
-		var held []string
-		for p, end := range ends {
-			if stable[p] < end {
-				held = append(held, fmt.Sprintf("%s stable at %d, end %d", p, stable[p], end))
-			}
-		}
-		if len(held) > 0 {
-			return fmt.Errorf("held back by open transactions: %s", strings.Join(held, "; "))
-		}
-		return nil
-	})
 }

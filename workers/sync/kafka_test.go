@@ -16,29 +16,10 @@ import (
 	"github.com/chatpoc/chat-poc/internal/change"
 )
 
-// metadataSource is a Kafka client that reads cluster metadata (a consumer,
-// a producer or an admin client).
-type metadataSource interface {
-	GetMetadata(topic *string, allTopics bool, timeoutMs int) (*kafka.Metadata, error)
-}
-
 // syncPartitions lists the partitions of the sync's two topics on a cluster.
-func syncPartitions(t testing.TB, md metadataSource, cluster string) []kafka.TopicPartition {
+func syncPartitions(t testing.TB, md stacktest.MetadataSource, cluster string) []kafka.TopicPartition {
 	t.Helper()
-	var tps []kafka.TopicPartition
-	for _, topic := range []string{change.TopicMessages, change.TopicChats} {
-		m, err := md.GetMetadata(&topic, false, 10000)
-		if err != nil {
-			t.Fatalf("metadata of %s on %s: %v", topic, cluster, err)
-		}
-		for _, p := range m.Topics[topic].Partitions {
-			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID})
-		}
-	}
-	if len(tps) == 0 {
-		t.Fatalf("no partitions of %s and %s on cluster %s", change.TopicMessages, change.TopicChats, cluster)
-	}
-	return tps
+	return stacktest.Partitions(t, md, cluster, change.TopicMessages, change.TopicChats)
 }
 
 // partitionEnds returns syncPartitions with each partition's current end
