@@ -139,6 +139,21 @@ func (fr *FileRecorder) Close() error {
 	return fr.f.Close()
 }
 
+// WriteLog writes records to a new log at path, as FileRecorder does.
+func WriteLog(path string, records []Record) error {
+	fr, err := CreateFileRecorder(path)
+	if err != nil {
+		return err
+	}
+	for _, r := range records {
+		if err := fr.Record(r); err != nil {
+			fr.Close()
+			return fmt.Errorf("write load log %s: %w", path, err)
+		}
+	}
+	return fr.Close()
+}
+
 // ReadLog reads a log written by FileRecorder.
 func ReadLog(path string) ([]Record, error) {
 	f, err := os.Open(path)
