@@ -8,7 +8,7 @@ DEVSTACK := bin/devstack
 TEST_STACK := -profile geo -dir .devstack-test -ports auto -fresh
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: run test bench bootstrap build vet clean
+.PHONY: run test chaos bench bootstrap build vet clean
 
 ## run: start the whole geo stack on loopback, print the URLs; Ctrl-C stops everything.
 run: bootstrap build
@@ -16,14 +16,22 @@ run: bootstrap build
 
 # Packages whose tests disrupt shared servers run after all the others, one at
 # a time, in this order: the sync's stop Kafka cluster a (and restart it); the
-# Postgres failover kills the primary for good (the standby is the primary after).
-DISRUPTIVE := github.com/chatpoc/chat-poc/workers/sync github.com/chatpoc/chat-poc/workers/writer/pgfailover
+# end-to-end tests and chaos scenarios kill and restart the stack's own
+# components; the Postgres failover kills the primary for good (the standby
+# is the primary after).
+DISRUPTIVE := github.com/chatpoc/chat-poc/workers/sync github.com/chatpoc/chat-poc/e2e github.com/chatpoc/chat-poc/workers/writer/pgfailover
 
 ## test: the whole suite against real servers (one shared geo stack for all packages).
 test: bootstrap build vet
 	DEVSTACK_BIN=$(abspath $(DEVSTACK)) $(DEVSTACK) exec $(TEST_STACK) -- sh -c '\
 	  $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -vxF $(addprefix -e ,$(DISRUPTIVE))) && \
 	  for p in $(DISRUPTIVE); do $(GO) test $(GOTEST_FLAGS) $$p || exit 1; done'
+
+## chaos: the long chaos scenarios (e2e/chaos_test.go: 20 kills of the active sync worker, …) on a fresh geo stack.
+CHAOS_STACK := -profile geo -dir .devstack-chaos -ports auto -fresh
+chaos: bootstrap build
+	DEVSTACK_BIN=$(abspath $(DEVSTACK)) $(DEVSTACK) exec $(CHAOS_STACK) -- \
+	  $(GO) test -count=1 -timeout 90m -v -run 'Chaos' ./e2e/ -args -chaos.long
 
 ## bench: benchmarks against a real geo stack (its own state, free ports); rewrites the tables in BENCHMARKS.md.
 BENCH_STACK := -profile geo -dir .devstack-bench -ports auto -fresh
@@ -57,4 +65,4 @@ vet:
 
 ## clean: remove local stack state and binaries (caches under ~/.cache/chat-poc stay).
 clean:
-	rm -rf .devstack .devstack-test .devstack-bench bin
+	rm -rf .devstack .devstack-test .devstack-bench .devstack-chaos bin

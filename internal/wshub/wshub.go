@@ -31,7 +31,13 @@ const (
 	// browser that cannot keep up for that long is dropped rather than
 	// allowed to slow down everyone else's updates.
 	SendBuffer = 256
+	// MaxSubscriptions bounds the chats one client may subscribe to (a UI
+	// subscribes to the chat it shows); beyond it Subscribe refuses.
+	MaxSubscriptions = 100
 )
+
+// ErrTooManySubscriptions is Subscribe's answer beyond MaxSubscriptions.
+var ErrTooManySubscriptions = errors.New("too many subscriptions on one connection")
 
 // Frame is one client → server frame: {"type":"sub","id":"…"}.
 type Frame struct {
@@ -46,6 +52,11 @@ type Client struct {
 	// then closes with a policy-violation code.
 	slow     chan struct{}
 	slowOnce sync.Once
+	// seen holds, for each chat the client subscribed to, the highest
+	// version of each item (a message) queued for it by PublishVersion and
+	// SendLoad, so it is never sent an older one after a newer. Guarded by
+	// the hub's mu.
+	seen map[string]map[string]int64
 }
 
 // Metrics are a hub's Prometheus metrics.
@@ -95,7 +106,7 @@ func New(m *Metrics) *Hub {
 }
 
 func (h *Hub) register() *Client {
-	c := &Client{send: make(chan []byte, SendBuffer), slow: make(chan struct{})}
+	c := &Client{send: make(chan []byte, SendBuffer), slow: make(chan struct{}), seen: map[string]map[string]int64{}}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.clients[c] = struct{}{}
@@ -116,13 +127,19 @@ func (h *Hub) unregister(c *Client) {
 }
 
 // Subscribe adds c to chatID's subscribers, or to every chat's when chatID
-// is "".
-func (h *Hub) Subscribe(c *Client, chatID string) {
+// is "". A client may subscribe to at most MaxSubscriptions chats.
+func (h *Hub) Subscribe(c *Client, chatID string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if chatID == "" {
 		h.allChat[c] = struct{}{}
-		return
+		return nil
+	}
+	if _, ok := c.seen[chatID]; !ok {
+		if len(c.seen) >= MaxSubscriptions {
+			return ErrTooManySubscriptions
+		}
+		c.seen[chatID] = map[string]int64{}
 	}
 	subs := h.byChat[chatID]
 	if subs == nil {
@@ -130,6 +147,7 @@ func (h *Hub) Subscribe(c *Client, chatID string) {
 		h.byChat[chatID] = subs
 	}
 	subs[c] = struct{}{}
+	return nil
 }
 
 // Unsubscribe removes c from chatID's subscribers (every chat's for "").
@@ -140,6 +158,7 @@ func (h *Hub) Unsubscribe(c *Client, chatID string) {
 		delete(h.allChat, c)
 		return
 	}
+	delete(c.seen, chatID)
 	delete(h.byChat[chatID], c)
 	if len(h.byChat[chatID]) == 0 {
 		delete(h.byChat, chatID)
@@ -174,8 +193,56 @@ func (h *Hub) Publish(frame []byte, chatID string, everyone bool) {
 	}
 }
 
+// PublishVersion queues frame, which carries version of item (a message)
+// of chatID, for the chat's subscribers that have not been queued that
+// version or a newer one of the item — by an earlier PublishVersion or by
+// their load (SendLoad) — and for the all-chats subscribers. A consumer
+// that replays older changes (after a restart, behind its database) thus
+// never shows a client an older version after a newer one.
+func (h *Hub) PublishVersion(frame []byte, chatID, item string, version int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	targets := h.byChat[chatID]
+	for c := range targets {
+		if seen := c.seen[chatID]; seen != nil {
+			if version <= seen[item] {
+				continue
+			}
+			seen[item] = version
+		}
+		h.enqueue(c, frame)
+	}
+	for c := range h.allChat {
+		if _, dup := targets[c]; !dup {
+			h.enqueue(c, frame)
+		}
+	}
+}
+
+// SendLoad queues a chat's load frame for c, which subscribed to chatID,
+// with the versions of the items it carries: later PublishVersions of an
+// item at or below its version there are not sent to c.
+func (h *Hub) SendLoad(c *Client, chatID string, frame []byte, versions map[string]int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.enqueue(c, frame)
+	seen := c.seen[chatID]
+	if seen == nil {
+		return // unsubscribed meanwhile
+	}
+	for item, v := range versions {
+		if v > seen[item] {
+			seen[item] = v
+		}
+	}
+}
+
 // SendTo queues frame for c alone (a load, an error).
-func (h *Hub) SendTo(c *Client, frame []byte) { h.enqueue(c, frame) }
+func (h *Hub) SendTo(c *Client, frame []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.enqueue(c, frame)
+}
 
 // enqueue never blocks: a client whose queue is full is marked slow and
 // will be disconnected by its writer.

@@ -173,25 +173,6 @@ func records(chats map[string]bool, traces ...*trace) ([]published, error) {
 	return out, nil
 }
 
-// recorder keeps the load generator's acknowledged writes in memory.
-type recorder struct {
-	mu   sync.Mutex
-	recs []loadgen.Record
-}
-
-func (r *recorder) Record(rec loadgen.Record) error {
-	r.mu.Lock()
-	r.recs = append(r.recs, rec)
-	r.mu.Unlock()
-	return nil
-}
-
-func (r *recorder) acked() []loadgen.Record {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]loadgen.Record(nil), r.recs...)
-}
-
 func chatsOf(acked []loadgen.Record) map[string]bool {
 	chats := map[string]bool{}
 	for _, r := range acked {
@@ -372,7 +353,7 @@ func duplicates(recs []published) int {
 func (e *syncEnv) storm(ctx context.Context, cfg loadgen.Config) (wait func() []loadgen.Record) {
 	e.t.Helper()
 	cfg.BaseURL = e.external
-	rec := &recorder{}
+	rec := &loadgen.MemoryRecorder{}
 	done := make(chan error, 1)
 	go func() {
 		_, err := loadgen.Run(ctx, cfg, rec, nil)
@@ -383,7 +364,7 @@ func (e *syncEnv) storm(ctx context.Context, cfg loadgen.Config) (wait func() []
 		if err := <-done; err != nil {
 			e.t.Fatalf("load generator: %v", err)
 		}
-		acked := rec.acked()
+		acked := rec.Records()
 		if len(acked) == 0 {
 			e.t.Fatal("the load generator got no write acknowledged")
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,19 +12,6 @@ import (
 	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
 	"github.com/chatpoc/chat-poc/internal/chatdb"
 )
-
-// memoryLog keeps the load generator's acknowledged writes.
-type memoryLog struct {
-	mu   sync.Mutex
-	recs []loadgen.Record
-}
-
-func (l *memoryLog) Record(r loadgen.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.recs = append(l.recs, r)
-	return nil
-}
 
 // TestStackWritesExternalChangesToPostgres drives the shared stack's
 // external service with the load generator and waits until the stack's
@@ -37,7 +23,7 @@ func TestStackWritesExternalChangesToPostgres(t *testing.T) {
 	t.Parallel()
 	stack := stacktest.Connect(t)
 	db := chatdb.New(stacktest.Pool(t, stacktest.Env(t, stack, devstack.EnvPGPrimaryDSN), 4))
-	var log memoryLog
+	var log loadgen.MemoryRecorder
 	stats, err := loadgen.Run(context.Background(), loadgen.Config{
 		BaseURL: stacktest.Env(t, stack, devstack.EnvExternalURL),
 		Rate:    100, MaxOps: 300, Chats: 8, Concurrency: 4,
@@ -56,7 +42,7 @@ func TestStackWritesExternalChangesToPostgres(t *testing.T) {
 	// chats whose creation was acknowledged.
 	msgs := map[string]map[string]want{}
 	deletedChats := map[string]bool{}
-	for _, r := range log.recs {
+	for _, r := range log.Records() {
 		switch r.Op {
 		case loadgen.OpChatCreated:
 			msgs[r.ChatID] = map[string]want{}
@@ -112,5 +98,5 @@ func TestStackWritesExternalChangesToPostgres(t *testing.T) {
 		}
 		return errors.Join(errs...)
 	})
-	t.Logf("%d acknowledged writes in %d chats are in the stack's internal database", len(log.recs), len(msgs))
+	t.Logf("%d acknowledged writes in %d chats are in the stack's internal database", log.Len(), len(msgs))
 }

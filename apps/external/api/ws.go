@@ -38,14 +38,17 @@ func (s *Server) handleFrame(ctx context.Context, client *wshub.Client, f wshub.
 // than or equal to it, and clients apply messages by version.
 func (s *Server) subscribe(ctx context.Context, client *wshub.Client, chatID string) {
 	if chatID == "" {
-		s.hub.Subscribe(client, "")
+		_ = s.hub.Subscribe(client, "") // all chats: never refused
 		return
 	}
 	if uuid.Validate(chatID) != nil {
 		s.hub.sendTo(client, event{Type: msgError, ChatID: chatID, Error: "chat id must be a UUID"})
 		return
 	}
-	s.hub.Subscribe(client, chatID)
+	if err := s.hub.Subscribe(client, chatID); err != nil {
+		s.hub.sendTo(client, event{Type: msgError, ChatID: chatID, Error: err.Error()})
+		return
+	}
 	msgs, err := s.store.Messages(ctx, chatID)
 	if err != nil {
 		s.hub.Unsubscribe(client, chatID)

@@ -103,6 +103,34 @@ type Stats struct {
 // Recorder receives acknowledged writes; it must be safe for concurrent use.
 type Recorder interface{ Record(Record) error }
 
+// MemoryRecorder keeps records in memory (tests, benchmarks, chaos runs).
+type MemoryRecorder struct {
+	mu   sync.Mutex
+	recs []Record
+}
+
+// Record keeps r.
+func (m *MemoryRecorder) Record(r Record) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.recs = append(m.recs, r)
+	return nil
+}
+
+// Records returns a copy of the records kept so far, in arrival order.
+func (m *MemoryRecorder) Records() []Record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Record(nil), m.recs...)
+}
+
+// Len returns how many records were kept so far.
+func (m *MemoryRecorder) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.recs)
+}
+
 // FileRecorder writes records as JSON lines.
 type FileRecorder struct {
 	mu  sync.Mutex

@@ -40,9 +40,10 @@ type Hub struct {
 	log *slog.Logger
 }
 
-// MessageChanged pushes m's new state to its chat's subscribers.
+// MessageChanged pushes m's new state to its chat's subscribers that have
+// not been sent that version or a newer one (by their load, or earlier).
 func (h *Hub) MessageChanged(m change.Message) {
-	h.Publish(encode(event{Type: msgUpdate, ChatID: m.ChatID, Messages: []change.Message{m}}), m.ChatID, false)
+	h.PublishVersion(encode(event{Type: msgUpdate, ChatID: m.ChatID, Messages: []change.Message{m}}), m.ChatID, m.ID, m.Version)
 }
 
 // ChatCreated tells every client about a new chat.
@@ -81,9 +82,14 @@ func (s *Server) handleFrame(ctx context.Context, client *wshub.Client, f wshub.
 
 // subscribe registers the subscription first and then sends the load, so no
 // update can fall between the two; an update queued before the load may be
-// older than it, and clients apply messages by version.
+// older than it, and clients apply messages by version. After the load, the
+// hub sends no version of a message at or below the load's (a consumer
+// behind the database, e.g. just restarted, replays older changes).
 func (s *Server) subscribe(ctx context.Context, client *wshub.Client, chatID string) {
-	s.hub.Subscribe(client, chatID)
+	if err := s.hub.Subscribe(client, chatID); err != nil {
+		s.hub.SendTo(client, encode(event{Type: msgError, ChatID: chatID, Error: err.Error()}))
+		return
+	}
 	msgs, deleted, err := s.load(ctx, chatID)
 	if err != nil {
 		msg := "could not load the chat"
@@ -99,5 +105,9 @@ func (s *Server) subscribe(ctx context.Context, client *wshub.Client, chatID str
 	if msgs == nil {
 		msgs = []change.Message{}
 	}
-	s.hub.SendTo(client, encode(event{Type: msgLoad, ChatID: chatID, Messages: msgs, Deleted: deleted}))
+	versions := make(map[string]int64, len(msgs))
+	for _, m := range msgs {
+		versions[m.ID] = m.Version
+	}
+	s.hub.SendLoad(client, chatID, encode(event{Type: msgLoad, ChatID: chatID, Messages: msgs, Deleted: deleted}), versions)
 }

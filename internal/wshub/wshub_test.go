@@ -1,0 +1,85 @@
+package wshub
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func newHub() *Hub { return New(NewMetrics(prometheus.NewRegistry(), "test")) }
+
+// queued drains and returns the frames queued for c.
+func queued(c *Client) []string {
+	var out []string
+	for {
+		select {
+		case f := <-c.send:
+			out = append(out, string(f))
+		default:
+			return out
+		}
+	}
+}
+
+// TestPublishVersionNeverSendsOlderAfterNewer: a client is sent each
+// item's versions only in increasing order, counting its load; another
+// chat's and another client's versions are apart; an unsubscribe forgets.
+func TestPublishVersionNeverSendsOlderAfterNewer(t *testing.T) {
+	h := newHub()
+	a, b := h.register(), h.register()
+	for _, c := range []*Client{a, b} {
+		if err := h.Subscribe(c, "chat1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.SendLoad(a, "chat1", []byte("load m1@5"), map[string]int64{"m1": 5})
+	for _, v := range []int64{3, 5, 6, 4, 6, 7} {
+		h.PublishVersion(fmt.Appendf(nil, "m1@%d", v), "chat1", "m1", v)
+	}
+	h.PublishVersion([]byte("m2@1"), "chat1", "m2", 1)
+	h.PublishVersion([]byte("other chat m1@1"), "chat2", "m1", 1)
+
+	if got, want := fmt.Sprint(queued(a)), "[load m1@5 m1@6 m1@7 m2@1]"; got != want {
+		t.Errorf("client a (loaded v5) was queued %s, want %s", got, want)
+	}
+	if got, want := fmt.Sprint(queued(b)), "[m1@3 m1@5 m1@6 m1@7 m2@1]"; got != want {
+		t.Errorf("client b (no load) was queued %s, want %s", got, want)
+	}
+
+	h.Unsubscribe(a, "chat1")
+	h.PublishVersion([]byte("m1@8"), "chat1", "m1", 8)
+	if got := queued(a); len(got) != 0 {
+		t.Errorf("unsubscribed client a was queued %v", got)
+	}
+	if err := h.Subscribe(a, "chat1"); err != nil {
+		t.Fatal(err)
+	}
+	h.PublishVersion([]byte("m1@2"), "chat1", "m1", 2)
+	if got, want := fmt.Sprint(queued(a)), "[m1@2]"; got != want {
+		t.Errorf("re-subscribed client a was queued %s, want %s (a new subscription starts afresh; its load sets the floor)", got, want)
+	}
+}
+
+// TestSubscriptionsAreBounded: the MaxSubscriptions+1st chat is refused;
+// subscribing again to one already held is not; an unsubscribe frees one.
+func TestSubscriptionsAreBounded(t *testing.T) {
+	h := newHub()
+	c := h.register()
+	for i := range MaxSubscriptions {
+		if err := h.Subscribe(c, fmt.Sprint("chat", i)); err != nil {
+			t.Fatalf("subscription %d: %v", i+1, err)
+		}
+	}
+	if err := h.Subscribe(c, "one more"); !errors.Is(err, ErrTooManySubscriptions) {
+		t.Fatalf("subscription %d: %v, want ErrTooManySubscriptions", MaxSubscriptions+1, err)
+	}
+	if err := h.Subscribe(c, "chat0"); err != nil {
+		t.Fatalf("subscribing again to a held chat: %v", err)
+	}
+	h.Unsubscribe(c, "chat0")
+	if err := h.Subscribe(c, "one more"); err != nil {
+		t.Fatalf("after an unsubscribe: %v", err)
+	}
+}
