@@ -50,7 +50,9 @@ bench: bootstrap build
 	    | $(GO) run ./deploy/cmd/benchmd -section writer; \
 	  { $(BENCH) -bench InternalFanout -benchtime 6000x ./apps/internal/ && \
 	    $(BENCH) -bench CacheCAS -benchtime 200000x ./apps/internal/; } \
-	    | $(GO) run ./deploy/cmd/benchmd -section internal'
+	    | $(GO) run ./deploy/cmd/benchmd -section internal; \
+	  $(BENCH) -bench LegacySyncKillStorm -benchtime 20x ./bench/legacysync/ \
+	    | $(GO) run ./deploy/cmd/benchmd -section baseline'
 
 ## bootstrap: install what a fresh machine lacks (idempotent; a second run downloads nothing).
 bootstrap:

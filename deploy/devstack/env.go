@@ -19,13 +19,14 @@ const (
 	EnvControlURL   = "DEVSTACK_CONTROL_URL"   // the launcher's control API (kill/stop/start/promote)
 	EnvControlToken = "DEVSTACK_CONTROL_TOKEN" // bearer token of the control API
 
-	EnvPGPrimaryAddr = "PG_PRIMARY_ADDR" // host:port
-	EnvPGStandbyAddr = "PG_STANDBY_ADDR"
-	EnvPGPrimaryDSN  = "PG_PRIMARY_DSN"  // internal database on the primary only
-	EnvPGStandbyDSN  = "PG_STANDBY_DSN"  // internal database on the standby only (read-only until promoted)
-	EnvPGInternalDSN = "PG_INTERNAL_DSN" // internal database, multi-host, read-write server: what writers use
-	EnvPGExternalDSN = "PG_EXTERNAL_DSN" // the external simulator's database
-	EnvPGAdminDSN    = "PG_ADMIN_DSN"    // superuser on the primary's postgres database (tests, promotion)
+	EnvPGPrimaryAddr  = "PG_PRIMARY_ADDR" // host:port
+	EnvPGStandbyAddr  = "PG_STANDBY_ADDR"
+	EnvPGPrimaryDSN   = "PG_PRIMARY_DSN"   // internal database on the primary only
+	EnvPGStandbyDSN   = "PG_STANDBY_DSN"   // internal database on the standby only (read-only until promoted)
+	EnvPGInternalDSN  = "PG_INTERNAL_DSN"  // internal database, multi-host, read-write server: what writers use
+	EnvPGExternalDSN  = "PG_EXTERNAL_DSN"  // the external simulator's database, on its own server
+	EnvPGExternalAddr = "PG_EXTERNAL_ADDR" // host:port of that server
+	EnvPGAdminDSN     = "PG_ADMIN_DSN"     // superuser on the primary's postgres database (tests, promotion)
 
 	EnvRedisAddr = "REDIS_ADDR"
 

@@ -36,6 +36,7 @@ func ParsePortMode(s string) (PortMode, error) {
 const (
 	portPGPrimary       = "pg-primary"
 	portPGStandby       = "pg-standby"
+	portPGExternal      = "pg-external"
 	portRedis           = "redis"
 	portKafkaA          = "kafka-a"
 	portKafkaAControl   = "kafka-a-controller"

@@ -12,8 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// PGAppUser is the role our services connect as; it owns the internal and
-// external databases and may create databases (tests make a fresh one each).
+// PGAppUser is the role our services connect as; it owns the internal
+// database (and, on its own server, the external one) and may create
+// databases (tests make a fresh one each).
 const PGAppUser = "chatpoc"
 
 // Postgres roles and databases of the stack.
@@ -58,26 +59,49 @@ func pgArgs(dataDir string, port int) []string {
 }
 
 func (s *Stack) pgPrimary() *component {
-	port := s.ports[portPGPrimary]
-	dir := s.dataDir(PGPrimary)
+	return s.pgServer(PGPrimary, portPGPrimary, func(ctx context.Context) error {
+		if s.promoted {
+			return ErrPrimaryFailedOver
+		}
+		return nil
+	}, true, pgInternalDB)
+}
+
+// pgExternal is the external simulator's server: a primary of its own,
+// without a standby (the simulated third party's availability is not ours
+// to provide).
+func (s *Stack) pgExternal() *component {
+	return s.pgServer(PGExternal, portPGExternal, nil, false, pgExternalDB)
+}
+
+// pgServer is a primary Postgres server: its cluster created once (after
+// check, if any, allows it), then its roles — the replication role too if
+// replicated — and databases.
+func (s *Stack) pgServer(n Name, portKey string, check func(context.Context) error, replicated bool, dbs ...string) *component {
+	port := s.ports[portKey]
+	dir := s.dataDir(n)
 	return &component{
-		name: PGPrimary,
+		name: n,
 		addr: hostPort(port),
 		prepare: func(ctx context.Context) error {
-			if s.promoted {
-				return ErrPrimaryFailedOver
+			if check != nil {
+				if err := check(ctx); err != nil {
+					return err
+				}
 			}
-			return s.initdb(ctx, dir)
+			return s.initdb(ctx, n, dir)
 		},
 		spec: func() procSpec {
-			spec := s.baseSpec(PGPrimary, filepath.Join(s.tools.pgBin, "postgres"), pgArgs(dir, port)...)
+			spec := s.baseSpec(n, filepath.Join(s.tools.pgBin, "postgres"), pgArgs(dir, port)...)
 			spec.asUser = s.tools.pgUser
 			return spec
 		},
 		ready: func(ctx context.Context) error {
 			return pgPing(ctx, s.pgDSN(pgSuperuser, s.secrets.pgSuperuser, "postgres", port))
 		},
-		initialize: s.pgBootstrap,
+		initialize: func(ctx context.Context) error {
+			return s.pgBootstrap(ctx, port, replicated, dbs...)
+		},
 	}
 }
 
@@ -134,7 +158,9 @@ func (s *Stack) pgEnv(env Env) {
 		ports = append(ports, standby)
 	}
 	env[EnvPGInternalDSN] = s.pgDSN(pgAppUser, s.secrets.pgApp, pgInternalDB, ports...)
-	env[EnvPGExternalDSN] = s.pgDSN(pgAppUser, s.secrets.pgApp, pgExternalDB, ports...)
+	external := s.ports[portPGExternal]
+	env[EnvPGExternalAddr] = hostPort(external)
+	env[EnvPGExternalDSN] = s.pgDSN(pgAppUser, s.secrets.pgApp, pgExternalDB, external)
 }
 
 // pgDSN builds a postgres:// URL. With several ports it is a multi-host DSN
@@ -175,15 +201,15 @@ func pgPing(ctx context.Context, dsn string) error {
 	return conn.Ping(ctx)
 }
 
-// initdb creates the primary's cluster once.
-func (s *Stack) initdb(ctx context.Context, dir string) error {
+// initdb creates a primary's cluster (component n's) once.
+func (s *Stack) initdb(ctx context.Context, n Name, dir string) error {
 	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err == nil {
 		return nil
 	}
 	if err := s.pgDir(dir); err != nil {
 		return err
 	}
-	pwFile := filepath.Join(dir, "..", "pg-primary.pwfile")
+	pwFile := filepath.Join(dir, "..", string(n)+".pwfile")
 	if err := os.WriteFile(pwFile, []byte(s.secrets.pgSuperuser+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write password file: %w", err)
 	}
@@ -191,22 +217,25 @@ func (s *Stack) initdb(ctx context.Context, dir string) error {
 	if err := s.chownPG(pwFile); err != nil {
 		return err
 	}
-	return s.runPGTool(ctx, PGPrimary, nil, "initdb",
+	return s.runPGTool(ctx, n, nil, "initdb",
 		"-D", dir, "-U", pgSuperuser, "--pwfile", pwFile,
 		"--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
 		"--encoding=UTF8", "--locale=C.UTF-8")
 }
 
-// pgBootstrap creates the roles and databases, idempotently.
-func (s *Stack) pgBootstrap(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, s.pgDSN(pgSuperuser, s.secrets.pgSuperuser, "postgres", s.ports[portPGPrimary]))
+// pgBootstrap creates the roles (the replication role too if replicated)
+// and databases of the server on port, idempotently.
+func (s *Stack) pgBootstrap(ctx context.Context, port int, replicated bool, dbs ...string) error {
+	conn, err := pgx.Connect(ctx, s.pgDSN(pgSuperuser, s.secrets.pgSuperuser, "postgres", port))
 	if err != nil {
 		return fmt.Errorf("connect as superuser: %w", err)
 	}
 	defer conn.Close(ctx)
 	roles := []struct{ name, attrs, password string }{
 		{pgAppUser, "LOGIN CREATEDB", s.secrets.pgApp},
-		{pgReplicator, "LOGIN REPLICATION", s.secrets.pgReplicator},
+	}
+	if replicated {
+		roles = append(roles, struct{ name, attrs, password string }{pgReplicator, "LOGIN REPLICATION", s.secrets.pgReplicator})
 	}
 	for _, r := range roles {
 		var exists bool
@@ -227,7 +256,7 @@ func (s *Stack) pgBootstrap(ctx context.Context) error {
 			return fmt.Errorf("%s role %s: %w", strings.ToLower(verb), r.name, err)
 		}
 	}
-	for _, db := range []string{pgInternalDB, pgExternalDB} {
+	for _, db := range dbs {
 		var exists bool
 		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", db).Scan(&exists); err != nil {
 			return fmt.Errorf("look up database %s: %w", db, err)

@@ -12,8 +12,12 @@ type Name string
 
 // The infrastructure components the launcher knows how to run.
 const (
-	PGPrimary   Name = "pg-primary"
-	PGStandby   Name = "pg-standby"
+	PGPrimary Name = "pg-primary"
+	PGStandby Name = "pg-standby"
+	// PGExternal is the external simulator's own server: a service we do
+	// not run would not share our database, and a failover of ours must
+	// not move it.
+	PGExternal  Name = "pg-external"
 	Redis       Name = "redis"
 	KafkaA      Name = "kafka-a"
 	KafkaB      Name = "kafka-b"
@@ -33,8 +37,8 @@ const (
 )
 
 var profiles = map[Profile][]Name{
-	ProfileSingle: {PGPrimary, Redis, KafkaA, Temporal, External, SyncA1, WriterA1, InternalA1},
-	ProfileGeo: {PGPrimary, PGStandby, Redis, KafkaA, KafkaB, MirrorMaker, Temporal, External,
+	ProfileSingle: {PGPrimary, PGExternal, Redis, KafkaA, Temporal, External, SyncA1, WriterA1, InternalA1},
+	ProfileGeo: {PGPrimary, PGStandby, PGExternal, Redis, KafkaA, KafkaB, MirrorMaker, Temporal, External,
 		SyncA1, SyncA2, SyncB1, WriterA1, WriterA2, WriterB1, InternalA1, InternalB1},
 }
 

@@ -56,7 +56,7 @@ func (s *Stack) external() *component {
 			// The UI is opened as http://localhost:PORT; allow that Origin too.
 			"EXTERNAL_ALLOWED_ORIGINS=localhost:" + strconv.Itoa(port),
 		},
-		After:    []Name{PGPrimary},
+		After:    []Name{PGExternal},
 		ReadyURL: "http://" + hostPort(port) + "/readyz",
 	}, nil)
 	c.addr = "http://localhost:" + strconv.Itoa(port)

@@ -313,6 +313,7 @@ func (s *Stack) newService(svc Service, infra []Name) *component {
 var componentPorts = map[Name][]string{
 	PGPrimary:  {portPGPrimary},
 	PGStandby:  {portPGStandby},
+	PGExternal: {portPGExternal},
 	Redis:      {portRedis},
 	KafkaA:     {portKafkaA, portKafkaAControl},
 	KafkaB:     {portKafkaB, portKafkaBControl},
@@ -334,6 +335,8 @@ func (s *Stack) newComponent(n Name) (*component, error) {
 		return s.pgPrimary(), nil
 	case PGStandby:
 		return s.pgStandby(), nil
+	case PGExternal:
+		return s.pgExternal(), nil
 	case Redis:
 		return s.redis(), nil
 	case KafkaA:

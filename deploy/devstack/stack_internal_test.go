@@ -43,7 +43,7 @@ func TestParseProfile(t *testing.T) {
 }
 
 func TestGeoProfileRunsBothRegions(t *testing.T) {
-	for _, n := range []Name{PGPrimary, PGStandby, Redis, KafkaA, KafkaB, MirrorMaker, Temporal} {
+	for _, n := range []Name{PGPrimary, PGStandby, PGExternal, Redis, KafkaA, KafkaB, MirrorMaker, Temporal} {
 		if !ProfileGeo.Has(n) {
 			t.Errorf("geo lacks %s", n)
 		}

@@ -145,6 +145,7 @@ func printURLs(w io.Writer, stack *devstack.Stack) {
 		{"Kafka b", devstack.EnvKafkaBBootstrap},
 		{"Postgres primary", devstack.EnvPGPrimaryAddr},
 		{"Postgres standby", devstack.EnvPGStandbyAddr},
+		{"External Postgres", devstack.EnvPGExternalAddr},
 		{"Redis", devstack.EnvRedisAddr},
 	}
 	fmt.Fprintln(w)

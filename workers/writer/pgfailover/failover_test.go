@@ -18,6 +18,7 @@ import (
 
 	"github.com/chatpoc/chat-poc/deploy/devstack"
 	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
+	"github.com/chatpoc/chat-poc/e2e/chaostest"
 	"github.com/chatpoc/chat-poc/internal/chatdb"
 	"github.com/chatpoc/chat-poc/internal/chatdb/chatdbtest"
 )
@@ -34,8 +35,15 @@ func TestMain(m *testing.M) { stacktest.MainWithCommand(m, "..", "writer", &writ
 // with them. The writer must notice (its next batch's offsets do not start
 // where the new primary's are), read those records again, and the database
 // must end up with every change.
+//
+// It is also the chaos suite's Postgres scenario (one promotion is all a
+// stack has: the old primary cannot rejoin): the stack's own pipeline runs
+// under a storm of external writes throughout — its writers lose commits
+// in the same failover — and the convergence checker must find the stack's
+// internal database and two recorded UI streams complete and in order.
 func TestPromotedStandbyLosesNothing(t *testing.T) {
-	stack := stacktest.Connect(t)
+	chaos := chaostest.New(t)
+	stack := chaos.Stack
 	ctx := t.Context()
 	adminPrimary := stacktest.Env(t, stack, devstack.EnvPGAdminDSN)
 	adminStandby := withHost(t, adminPrimary, stacktest.Env(t, stack, devstack.EnvPGStandbyAddr), "")
@@ -100,6 +108,32 @@ func TestPromotedStandbyLosesNothing(t *testing.T) {
 		return err
 	})
 
+	var killed time.Time
+	var atKill int64
+	chaos.Run(func(context.Context) {
+		killed, atKill = failOver(t, stack, adminPrimary, adminStandby, offsetsOn)
+	})
+
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	stacktest.WaitFor(t, 2*time.Minute, "the database to hold every change's last version", func() error {
+		return m.Diff(context.Background(), db, name)
+	})
+	t.Logf("converged %s after the primary was killed", time.Since(killed).Round(time.Millisecond))
+	if want := int64(len(recs)); offsetsOn(adminStandby) < want {
+		// Offsets also count transaction markers, so they sum to more than
+		// the records; fewer means records were never read.
+		t.Errorf("stored offsets sum to %d, fewer than the %d records (%d at the kill)", offsetsOn(adminStandby), want, atKill)
+	}
+}
+
+// failOver stops the primary's WAL sender, waits until the test's writer
+// committed 300 more records' offsets (which the standby never receives),
+// kills the primary and promotes the standby. It returns when the primary
+// was killed and the offsets it had then.
+func failOver(t *testing.T, stack *devstack.Client, adminPrimary, adminStandby string, offsetsOn func(string) int64) (time.Time, int64) {
+	ctx := t.Context()
 	// Stop shipping WAL to the standby, and let the writer commit on.
 	var sender int
 	if err := queryRow(ctx, adminPrimary, `SELECT pid FROM pg_stat_replication LIMIT 1`, &sender); err != nil {
@@ -137,19 +171,7 @@ func TestPromotedStandbyLosesNothing(t *testing.T) {
 	if err := stack.PromoteStandby(ctx); err != nil {
 		t.Fatal(err)
 	}
-
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	stacktest.WaitFor(t, 2*time.Minute, "the database to hold every change's last version", func() error {
-		return m.Diff(context.Background(), db, name)
-	})
-	t.Logf("converged %s after the primary was killed", time.Since(killed).Round(time.Millisecond))
-	if want := int64(len(recs)); offsetsOn(adminStandby) < want {
-		// Offsets also count transaction markers, so they sum to more than
-		// the records; fewer means records were never read.
-		t.Errorf("stored offsets sum to %d, fewer than the %d records", offsetsOn(adminStandby), want)
-	}
+	return killed, atKill
 }
 
 // withHost returns dsn with its host list replaced by host (if not empty)

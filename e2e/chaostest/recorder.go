@@ -1,4 +1,4 @@
-package e2e
+package chaostest
 
 import (
 	"context"
@@ -32,8 +32,8 @@ type recorder struct {
 	done   chan struct{}
 }
 
-// record starts a recorder of the internal app at baseURL; stop ends it.
-func record(name, baseURL string) *recorder {
+// startRecorder starts a recorder of the internal app at baseURL; stop ends it.
+func startRecorder(name, baseURL string) *recorder {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &recorder{name: name, url: baseURL, chats: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
 	go r.loop(ctx)

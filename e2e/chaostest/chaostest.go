@@ -1,0 +1,257 @@
+// Package chaostest runs chaos scenarios on the shared geo stack: a steady
+// storm of writes from the load generator on the stack's external service,
+// a disruption of the stack's own components, and the convergence checker
+// on the stack's internal database and on the streams two internal UI
+// clients (regions a and b) recorded. The scenarios are in e2e and in
+// workers/writer/pgfailover.
+package chaostest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"go.temporal.io/sdk/client"
+
+	"github.com/chatpoc/chat-poc/apps/external/loadgen"
+	"github.com/chatpoc/chat-poc/deploy/devstack"
+	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
+	"github.com/chatpoc/chat-poc/internal/converge"
+	"github.com/chatpoc/chat-poc/workflows"
+)
+
+// long selects the long chaos scenarios (make chaos); make test runs the
+// short ones: the same disruptions, fewer times.
+var long = flag.Bool("chaos.long", false, "run the long version of each chaos scenario (make chaos)")
+
+// Times returns short under make test and long under make chaos
+// (-chaos.long).
+func Times(short, long_ int) int {
+	if *long {
+		return long_
+	}
+	return short
+}
+
+// Scenario is one chaos scenario on the shared geo stack.
+type Scenario struct {
+	t     *testing.T
+	name  string
+	Stack *devstack.Client
+	ext   string
+	token string
+	pool  *pgxpool.Pool
+	tc    client.Client
+}
+
+// New returns the scenario of test t (named after it) on the shared stack,
+// which must be the geo profile.
+func New(t *testing.T) *Scenario {
+	t.Helper()
+	stack := stacktest.Connect(t)
+	if _, err := stack.Env().Get(devstack.EnvKafkaBBootstrap); err != nil {
+		t.Fatalf("the chaos suite needs the geo profile: %v", err)
+	}
+	return &Scenario{
+		t:     t,
+		name:  strings.TrimPrefix(t.Name(), "TestChaos"),
+		Stack: stack,
+		ext:   stacktest.Env(t, stack, devstack.EnvExternalURL),
+		token: stacktest.Env(t, stack, devstack.EnvExternalAdminToken),
+		pool:  stacktest.Pool(t, stacktest.Env(t, stack, devstack.EnvPGInternalDSN), 4),
+		tc:    stacktest.TemporalClient(t, stack),
+	}
+}
+
+// stormRate is the writes per second of every scenario's storm.
+const stormRate = 100
+
+// Run runs the scenario: recorders on both regions' internal apps, the
+// storm, disrupt (which must end by itself), a few more seconds of storm,
+// then the convergence check. It prints the scenario's figures and fails
+// the test on anything lost, stale, duplicated or regressed.
+func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
+	t := c.t
+	recA := startRecorder("internal-a1", stacktest.Env(t, c.Stack, devstack.EnvInternalURL))
+	recB := startRecorder("internal-b1", stacktest.Env(t, c.Stack, devstack.EnvInternalBURL))
+	log := &loadgen.MemoryRecorder{}
+	ctx, stopStorm := context.WithCancel(context.Background())
+	defer stopStorm()
+	stormDone := make(chan error, 1)
+	var stats loadgen.Stats
+	go func() {
+		var err error
+		stats, err = loadgen.Run(ctx, loadgen.Config{BaseURL: c.ext, Rate: stormRate, Duration: 30 * time.Minute, Chats: 10}, log, nil)
+		stormDone <- err
+	}()
+	stacktest.WaitFor(t, time.Minute, "the storm's first acknowledged writes", func() error {
+		if n := log.Len(); n < 50 {
+			return fmt.Errorf("%d so far", n)
+		}
+		return nil
+	})
+
+	began := time.Now()
+	dctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	disrupt(dctx)
+	cancel()
+	disrupted := time.Since(began)
+
+	// The storm goes on a little after the last disruption, then stops.
+	time.Sleep(3 * time.Second)
+	stopStorm()
+	if err := <-stormDone; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("load generator: %v", err)
+	}
+	stopped := time.Now()
+	actx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, waited, err := converge.Await(actx, c.pool, log.Records(), nil, 250*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The streams are checked once the database converged: every change
+	// has then reached Kafka, and so the live consumers.
+	time.Sleep(time.Second)
+	final := converge.Compare(log.Records(), mustLoad(t, c.pool, log.Records()), []converge.Stream{recA.stop(), recB.stop()})
+	final.DBLatency = rep.DBLatency
+
+	t.Logf("chaos %s: %d writes acknowledged (%d attempted, %d failed, %d throttled) in %s; disruption %s",
+		c.name, stats.Acked, stats.Attempted, stats.Failed, stats.Throttled, stats.Elapsed.Round(time.Millisecond), disrupted.Round(time.Millisecond))
+	t.Logf("chaos %s: checked %d chats, %d messages: %d lost, %d stale, %d duplicate rows, %d stream regressions, %d stream duplicates (%d frames on 2 clients); converged %s after the storm stopped",
+		c.name, final.Chats, final.Messages, len(final.Lost), len(final.Stale), len(final.Duplicates),
+		len(final.Regressions), len(final.StreamDuplicates), final.Frames, waited.Round(time.Millisecond))
+	t.Logf("chaos %s: ack → row written: %s (the max is the worst gap a change saw)", c.name, rep.DBLatency.All)
+	if !rep.Converged() || final.Failed() {
+		var b bytes.Buffer
+		_ = converge.WriteSummary(&b, final, 20)
+		t.Errorf("chaos %s did not converge cleanly (%s after the storm):\n%s", c.name, stopped.Sub(began).Round(time.Millisecond), b.String())
+	}
+	return final
+}
+
+func mustLoad(t *testing.T, pool *pgxpool.Pool, recs []loadgen.Record) converge.DBState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := converge.LoadDB(ctx, pool, converge.ChatIDs(recs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// Pause waits a random time in [min, max), or until ctx ends.
+func Pause(ctx context.Context, min, max time.Duration) {
+	d := min + rand.N(max-min)
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// Status queries the sync workflow's status.
+func (c *Scenario) Status(ctx context.Context) (workflows.Status, error) {
+	var st workflows.Status
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := c.tc.QueryWorkflow(qctx, workflows.WorkflowID, "", workflows.QueryStatus)
+	if err == nil {
+		err = v.Get(&st)
+	}
+	return st, err
+}
+
+// ActiveSyncWorker waits until the sync workflow's status names a worker
+// that reported after since, and returns it.
+func (c *Scenario) ActiveSyncWorker(since time.Time) devstack.Name {
+	c.t.Helper()
+	var active devstack.Name
+	stacktest.WaitFor(c.t, 2*time.Minute, "a sync worker running the activity", func() error {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		if st.State != workflows.StateRunning || st.Worker == "" || !st.AsOf.After(since) {
+			return fmt.Errorf("status %+v", st)
+		}
+		active = devstack.Name(st.Worker)
+		return nil
+	})
+	return active
+}
+
+// Kill kills n (SIGKILL to its process group); the launcher leaves it down
+// until Start.
+func (c *Scenario) Kill(ctx context.Context, n devstack.Name) {
+	c.t.Helper()
+	if err := c.Stack.Kill(ctx, n); err != nil {
+		c.t.Fatalf("kill %s: %v", n, err)
+	}
+}
+
+// Start starts n again, as its supervisor would.
+func (c *Scenario) Start(ctx context.Context, n devstack.Name) {
+	c.t.Helper()
+	if err := c.Stack.StartComponent(ctx, n); err != nil {
+		c.t.Fatalf("start %s: %v", n, err)
+	}
+}
+
+// Pid returns the pid of running component n.
+func (c *Scenario) Pid(ctx context.Context, n devstack.Name) int {
+	c.t.Helper()
+	sts, err := c.Stack.Status(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, s := range sts {
+		if s.Name == n && s.Running {
+			return s.Pid
+		}
+	}
+	c.t.Fatalf("%s is not running", n)
+	return 0
+}
+
+// SetFaults replaces the external service's injected faults (the JSON body
+// of PUT /admin/faults).
+func (c *Scenario) SetFaults(body string) {
+	c.t.Helper()
+	req, err := http.NewRequest(http.MethodPut, c.ext+"/admin/faults", strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		c.t.Fatalf("set faults: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		c.t.Fatalf("set faults %s: %s", body, resp.Status)
+	}
+}
+
+// FlushRedis empties the stack's Redis, as a restart without persistence
+// would.
+func FlushRedis(t *testing.T, addr string) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatalf("flush redis: %v", err)
+	}
+}
