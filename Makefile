@@ -38,6 +38,7 @@ BENCH_STACK := -profile geo -dir .devstack-bench -ports auto -fresh
 BENCH := $(GO) test -run "^$$" -count 1 -timeout 30m
 bench: bootstrap build
 	$(DEVSTACK) exec $(BENCH_STACK) -- bash -c 'set -eo pipefail; \
+	  $(BENCH) -bench IdleRSS -benchtime 2x ./e2e/ | $(GO) run ./deploy/cmd/benchmd -section rss; \
 	  { $(BENCH) -bench WriteToLongPoll -benchtime 300x ./apps/external/ && \
 	    $(BENCH) -bench LoadgenThroughput -benchtime 5000x ./apps/external/; } \
 	    | $(GO) run ./deploy/cmd/benchmd -section external; \
@@ -51,8 +52,13 @@ bench: bootstrap build
 	  { $(BENCH) -bench InternalFanout -benchtime 6000x ./apps/internal/ && \
 	    $(BENCH) -bench CacheCAS -benchtime 200000x ./apps/internal/; } \
 	    | $(GO) run ./deploy/cmd/benchmd -section internal; \
-	  $(BENCH) -bench LegacySyncKillStorm -benchtime 20x ./bench/legacysync/ \
-	    | $(GO) run ./deploy/cmd/benchmd -section baseline'
+	  { $(BENCH) -bench LegacySyncKillStorm -benchtime 20x ./bench/legacysync/ && \
+	    $(BENCH) -bench LegacySyncLatency -benchtime 6000x ./bench/legacysync/; } \
+	    | $(GO) run ./deploy/cmd/benchmd -section baseline; \
+	  { $(BENCH) -bench EndToEndLatency -benchtime 3000x ./e2e/ && \
+	    $(BENCH) -bench MirrorMakerLag -benchtime 6000x ./e2e/ && \
+	    $(BENCH) -bench SustainedThroughput -benchtime 300x ./e2e/; } \
+	    | $(GO) run ./deploy/cmd/benchmd -section e2e'
 
 ## bootstrap: install what a fresh machine lacks (idempotent; a second run downloads nothing).
 bootstrap:

@@ -296,3 +296,69 @@ func readTopic(b *testing.B, bootstrap, topic string, got func(record)) func() {
 		c.Close()
 	}
 }
+
+// BenchmarkLegacySyncLatency measures the push-based baseline's latency,
+// comparable to BenchmarkSyncLatency's e2e (external's commit → a consumer
+// reads the record): one forwarding replica (mode all), b.N writes at
+// 200/s, from each write's server timestamp (updatedAt/createdAt, the
+// load generator's record of external's answer) to the consumer reading
+// its record.
+func BenchmarkLegacySyncLatency(b *testing.B) {
+	if stacktest.ProbeRun(b) {
+		return
+	}
+	stack := stacktest.Connect(b)
+	ext := stacktest.Env(b, stack, devstack.EnvExternalURL)
+	bootstrap := stacktest.Env(b, stack, devstack.EnvKafkaABootstrap)
+	topic := stacktest.UniqueName("legacy-latency")
+	stacktest.CreateTopics(b, bootstrap, 3, topic)
+
+	var (
+		mu      sync.Mutex
+		arrived = map[string]time.Time{}
+	)
+	stopReading := readTopic(b, bootstrap, topic, func(r record) {
+		mu.Lock()
+		if _, ok := arrived[r.change]; !ok {
+			arrived[r.change] = time.Now()
+		}
+		mu.Unlock()
+	})
+	ps := stacktest.NewProcs(b, legacyBin)
+	ps.Start("r1", "LEGACY_MODE=all", "EXTERNAL_URL="+ext, "KAFKA_BOOTSTRAP="+bootstrap,
+		"LEGACY_TOPIC="+topic, "LEGACY_IDENTITY=r1")
+	// Forwarding once a write made now shows up.
+	probe := &loadgen.MemoryRecorder{}
+	stacktest.WaitFor(b, time.Minute, "the replica to forward", func() error {
+		if _, err := loadgen.Run(context.Background(), loadgen.Config{BaseURL: ext, Rate: 10, MaxOps: 1, Chats: 1}, probe, nil); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for c := range changesOf(probe.Records()) {
+			if _, ok := arrived[c]; ok {
+				return nil
+			}
+		}
+		return errors.New("nothing forwarded yet")
+	})
+
+	log := &loadgen.MemoryRecorder{}
+	if _, err := loadgen.Run(context.Background(), loadgen.Config{BaseURL: ext, Rate: 200, MaxOps: b.N, Chats: 20}, log, nil); err != nil {
+		b.Fatal(err)
+	}
+	stopReading()
+	mu.Lock()
+	defer mu.Unlock()
+	var lat []time.Duration
+	for _, r := range log.Records() {
+		if (r.Op != loadgen.OpMessageCreated && r.Op != loadgen.OpMessageUpdated) || r.ServerAt.IsZero() {
+			continue
+		}
+		if at, ok := arrived[fmt.Sprintf("msg:%s@%d", r.MessageID, r.Version)]; ok {
+			lat = append(lat, at.Sub(r.ServerAt))
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+	stacktest.ReportDurations(b, "e2e", time.Millisecond, lat)
+}

@@ -81,8 +81,8 @@ const stormRate = 100
 // the test on anything lost, stale, duplicated or regressed.
 func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 	t := c.t
-	recA := startRecorder("internal-a1", stacktest.Env(t, c.Stack, devstack.EnvInternalURL))
-	recB := startRecorder("internal-b1", stacktest.Env(t, c.Stack, devstack.EnvInternalBURL))
+	recA := StartRecorder("internal-a1", stacktest.Env(t, c.Stack, devstack.EnvInternalURL))
+	recB := StartRecorder("internal-b1", stacktest.Env(t, c.Stack, devstack.EnvInternalBURL))
 	log := &loadgen.MemoryRecorder{}
 	ctx, stopStorm := context.WithCancel(context.Background())
 	defer stopStorm()
@@ -122,7 +122,7 @@ func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 	// The streams are checked once the database converged: every change
 	// has then reached Kafka, and so the live consumers.
 	time.Sleep(time.Second)
-	final := converge.Compare(log.Records(), mustLoad(t, c.pool, log.Records()), []converge.Stream{recA.stop(), recB.stop()})
+	final := converge.Compare(log.Records(), mustLoad(t, c.pool, log.Records()), []converge.Stream{recA.Stop(), recB.Stop()})
 	final.DBLatency = rep.DBLatency
 
 	t.Logf("chaos %s: %d writes acknowledged (%d attempted, %d failed, %d throttled) in %s; disruption %s",

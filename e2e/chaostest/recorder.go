@@ -14,11 +14,11 @@ import (
 	"github.com/chatpoc/chat-poc/internal/converge"
 )
 
-// recorder is an internal UI client that records what it is pushed, for the
+// Recorder is an internal UI client that records what it is pushed, for the
 // convergence checker's stream checks: it subscribes to every chat it hears
-// of (newChat) or is told to watch, and when its connection drops it
-// reconnects and subscribes again, as the UI does.
-type recorder struct {
+// of (newChat), and when its connection drops it reconnects and subscribes
+// again, as the UI does.
+type Recorder struct {
 	name string
 	url  string // the internal app's base URL
 
@@ -32,23 +32,17 @@ type recorder struct {
 	done   chan struct{}
 }
 
-// startRecorder starts a recorder of the internal app at baseURL; stop ends it.
-func startRecorder(name, baseURL string) *recorder {
+// StartRecorder starts a recorder, named name in findings, of the internal
+// app at baseURL; Stop ends it.
+func StartRecorder(name, baseURL string) *Recorder {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &recorder{name: name, url: baseURL, chats: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
+	r := &Recorder{name: name, url: baseURL, chats: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
 	go r.loop(ctx)
 	return r
 }
 
-// watch subscribes to chat (now, and after every reconnect).
-func (r *recorder) watch(chat string) {
-	r.mu.Lock()
-	r.chats[chat] = true
-	r.mu.Unlock()
-}
-
-// stop ends the recorder and returns its stream.
-func (r *recorder) stop() converge.Stream {
+// Stop ends the recorder and returns its stream.
+func (r *Recorder) Stop() converge.Stream {
 	r.cancel()
 	<-r.done
 	r.mu.Lock()
@@ -56,7 +50,7 @@ func (r *recorder) stop() converge.Stream {
 	return converge.Stream{Name: r.name, Frames: r.frames}
 }
 
-func (r *recorder) loop(ctx context.Context) {
+func (r *Recorder) loop(ctx context.Context) {
 	defer close(r.done)
 	for ctx.Err() == nil {
 		err := r.session(ctx)
@@ -76,7 +70,7 @@ func (r *recorder) loop(ctx context.Context) {
 
 // session is one connection: dial, subscribe to every known chat, read
 // until the connection or ctx ends.
-func (r *recorder) session(ctx context.Context) error {
+func (r *Recorder) session(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	ws := strings.Replace(r.url, "http", "ws", 1) + "/ws"

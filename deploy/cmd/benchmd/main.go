@@ -39,6 +39,12 @@ var targets = map[string]string{
 	"BenchmarkInternalFanout/fanout-p99-ms":          "≤ 100 ms (1,000 clients, 200 changes/s)",
 	"BenchmarkInternalFanout/KiB/conn":               "≤ 50 KiB",
 	"BenchmarkCacheCAS/scripts/s":                    "≥ 20,000",
+	"BenchmarkIdleRSS/max-MB":                        "≤ 50 MB each",
+	"BenchmarkEndToEndLatency/rate=200/e2e-p50-ms":   "≤ 30 ms",
+	"BenchmarkEndToEndLatency/rate=200/e2e-p99-ms":   "≤ 150 ms",
+	"BenchmarkSustainedThroughput/changes/s":         "≥ 2,000 for 5 minutes",
+	"BenchmarkLegacySyncKillStorm/lease/lost":        "– (ours: 0, BenchmarkSyncFailoverGap)",
+	"BenchmarkLegacySyncKillStorm/all/lost":          "– (ours: 0, BenchmarkSyncFailoverGap)",
 }
 
 func main() {
