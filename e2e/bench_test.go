@@ -88,6 +88,7 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 			}
 			stack := stacktest.Connect(b)
 			rec := chaostest.StartRecorder("internal-a1", stacktest.Env(b, stack, devstack.EnvInternalURL))
+			b.Cleanup(func() { rec.Stop() })
 			log := &loadgen.MemoryRecorder{}
 			stats, err := loadgen.Run(context.Background(), loadgen.Config{
 				BaseURL: stacktest.Env(b, stack, devstack.EnvExternalURL), Rate: rate, MaxOps: b.N,
