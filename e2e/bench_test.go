@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/chatpoc/chat-poc/apps/external/loadgen"
 	"github.com/chatpoc/chat-poc/deploy/devstack"
@@ -104,7 +103,7 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 				b.Fatal(err)
 			}
 			stream := rec.Stop()
-			r := converge.Compare(log.Records(), loadDB(b, pool, log.Records()), []converge.Stream{stream})
+			r := converge.Compare(log.Records(), chaostest.LoadDB(b, pool, log.Records()), []converge.Stream{stream})
 			l := r.StreamLatency.All
 			b.ReportMetric(0, "ns/op")
 			b.ReportMetric(float64(stats.Acked)/stats.Elapsed.Seconds(), "writes/s")
@@ -124,18 +123,6 @@ func reportLatency(b *testing.B, prefix string, l converge.Latency) {
 	b.ReportMetric(ms(l.P95), prefix+"-p95-ms")
 	b.ReportMetric(ms(l.P99), prefix+"-p99-ms")
 	b.ReportMetric(ms(l.Max), prefix+"-max-ms")
-}
-
-// loadDB reads the rows of the chats recs name.
-func loadDB(b *testing.B, pool *pgxpool.Pool, recs []loadgen.Record) converge.DBState {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	db, err := converge.LoadDB(ctx, pool, converge.ChatIDs(recs))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return db
 }
 
 // BenchmarkSustainedThroughput drives external as hard as the load

@@ -122,7 +122,7 @@ func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 	}
 	// The streams are checked for order (regressions, duplicates), which
 	// frames still on their way cannot change.
-	final := converge.Compare(log.Records(), mustLoad(t, c.pool, log.Records()), []converge.Stream{recA.Stop(), recB.Stop()})
+	final := converge.Compare(log.Records(), LoadDB(t, c.pool, log.Records()), []converge.Stream{recA.Stop(), recB.Stop()})
 	final.DBLatency = rep.DBLatency
 
 	t.Logf("chaos %s: %d writes acknowledged (%d attempted, %d failed, %d throttled) in %s; disruption %s",
@@ -139,7 +139,8 @@ func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 	return final
 }
 
-func mustLoad(t *testing.T, pool *pgxpool.Pool, recs []loadgen.Record) converge.DBState {
+// LoadDB reads the rows of the chats recs name, failing t if it cannot.
+func LoadDB(t testing.TB, pool *pgxpool.Pool, recs []loadgen.Record) converge.DBState {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
