@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -162,14 +161,9 @@ func Pause(ctx context.Context, min, max time.Duration) {
 
 // Status queries the sync workflow's status.
 func (c *Scenario) Status(ctx context.Context) (workflows.Status, error) {
-	var st workflows.Status
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	v, err := c.tc.QueryWorkflow(qctx, workflows.WorkflowID, "", workflows.QueryStatus)
-	if err == nil {
-		err = v.Get(&st)
-	}
-	return st, err
+	return stacktest.SyncStatus(qctx, c.tc)
 }
 
 // ActiveSyncWorker waits until the sync workflow's status names a worker
@@ -228,20 +222,7 @@ func (c *Scenario) Pid(ctx context.Context, n devstack.Name) int {
 // of PUT /admin/faults).
 func (c *Scenario) SetFaults(body string) {
 	c.t.Helper()
-	req, err := http.NewRequest(http.MethodPut, c.ext+"/admin/faults", strings.NewReader(body))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		c.t.Fatalf("set faults: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		c.t.Fatalf("set faults %s: %s", body, resp.Status)
-	}
+	stacktest.SetFaults(c.t, c.ext, c.token, body)
 }
 
 // FlushRedis empties the stack's Redis, as a restart without persistence

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"sync"
 	"syscall"
@@ -220,12 +218,7 @@ func (e *syncEnv) killActive(last string, rng *rand.Rand, workers map[string]str
 
 // status queries the sync workflow.
 func (e *syncEnv) status(ctx context.Context) (workflows.Status, error) {
-	var st workflows.Status
-	v, err := e.tc.QueryWorkflow(ctx, workflows.WorkflowID, "", workflows.QueryStatus)
-	if err == nil {
-		err = v.Get(&st)
-	}
-	return st, err
+	return stacktest.SyncStatus(ctx, e.tc)
 }
 
 // scrapeMetrics reads the Prometheus metrics served at url, by family name.
@@ -241,18 +234,5 @@ func scrapeMetrics(t testing.TB, url string) map[string]*dto.MetricFamily {
 // setFaults replaces the external service's injected faults.
 func (e *syncEnv) setFaults(body string) {
 	e.t.Helper()
-	req, err := http.NewRequest(http.MethodPut, e.external+"/admin/faults", bytes.NewBufferString(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		e.t.Fatalf("set faults: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
-		e.t.Fatalf("set faults %s: %s", body, resp.Status)
-	}
+	stacktest.SetFaults(e.t, e.external, adminToken, body)
 }
