@@ -23,6 +23,7 @@ type Metrics struct {
 	batchSize     prometheus.Histogram
 	produceSecs   prometheus.Histogram
 	publishErrors prometheus.Counter
+	unconfirmed   *prometheus.CounterVec
 	active        prometheus.Gauge
 	lastCheckNano atomic.Int64 // unix nanos of the last checkpoint this worker confirmed
 }
@@ -46,12 +47,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		produceSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sync_produce_seconds",
-			Help:    "Time from a poll's answer to Kafka's acknowledgement of the transaction holding its changes.",
+			Help:    "Time from a poll's answer to the transaction holding its changes being committed and visible to read_committed consumers.",
 			Buckets: []float64{.001, .002, .004, .006, .008, .010, .015, .020, .030, .050, .075, .1, .2, .5, 1, 2, 5},
 		}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sync_publish_errors_total", Help: "Failed Kafka transactions (retried).",
 		}),
+		unconfirmed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sync_commits_unconfirmed_total",
+			Help: "Commits a Kafka cluster acknowledged whose records were not visible to read_committed consumers in time, by cluster; each batch was published on the next cluster. Rising while the cluster is up: look for a hanging transaction.",
+		}, []string{"cluster"}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sync_active", Help: "1 while this worker runs the sync activity.",
 		}),
@@ -67,10 +72,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return time.Since(time.Unix(0, last)).Seconds()
 	})
 	if reg != nil {
-		reg.MustRegister(m.polls, m.pollSeconds, m.changes, m.batchSize, m.produceSecs, m.publishErrors, m.active, age)
+		reg.MustRegister(m.polls, m.pollSeconds, m.changes, m.batchSize, m.produceSecs, m.publishErrors, m.unconfirmed, m.active, age)
 	}
 	return m
 }
+
+// Unconfirmed counts a commit on cluster that was not confirmed visible; it
+// is the publisher's Options.OnUnconfirmed.
+func (m *Metrics) Unconfirmed(cluster string) { m.unconfirmed.WithLabelValues(cluster).Inc() }
 
 func (m *Metrics) checkpoint(at time.Time) { m.lastCheckNano.Store(at.UnixNano()) }
 

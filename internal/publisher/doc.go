@@ -4,7 +4,8 @@
 // The sync activity publishes each page of changes it polled from external's
 // change feed with one [Publisher.Publish] call and moves its checkpoint only
 // after Publish returned: the page is then committed on one cluster (acks=all,
-// idempotent, transactional producer).
+// idempotent, transactional producer) and visible there to read_committed
+// consumers.
 //
 // # Fencing
 //
@@ -58,6 +59,20 @@
 // the transaction and returns [ErrRejected]; other abortable errors abort it
 // and return an error the caller may retry.
 //
+// # Confirmation
+//
+// A coordinator acknowledges a commit once it has logged its decision; it
+// writes the commit markers into the partitions afterwards. Kafka 4.x can skip
+// the markers of a partition that has no leader at that moment (see
+// KAFKA-20734 and confirm.go), leaving the records in a transaction that
+// read_committed consumers never see until an operator aborts it. So after
+// every commit Publish queries the partitions' last stable offsets
+// (ListOffsets, read_committed) until each is past the batch, for at most
+// OperationTimeout (usually one query, a few milliseconds). A commit that is
+// not confirmed counts as a failure of the cluster: the batch is published on
+// the next one (a duplicate if the first copy becomes visible later), the
+// event is logged and reported to Options.OnUnconfirmed.
+//
 // # What a committed Publish guarantees
 //
 //   - All records of the call are visible together or not at all to
@@ -67,8 +82,9 @@
 //     idempotent producer keeps order within a partition across retries.
 //     Nothing orders records of different keys, or of different calls that
 //     landed on different clusters.
-//   - The cluster named in the result acknowledged the commit. Whether
-//     MirrorMaker 2 has copied it to the other cluster yet is not known.
+//   - The cluster named in the result acknowledged the commit, and its
+//     read_committed consumers can read the records. Whether MirrorMaker 2
+//     has copied them to the other cluster yet is not known.
 //
 // Transactions are kept short (TransactionTimeout, default 10 s) because a
 // producer that dies with a transaction open blocks read_committed consumers

@@ -16,6 +16,7 @@ const (
 	stepProduce step = "produce"
 	stepDeliver step = "deliver"
 	stepCommit  step = "commit transaction"
+	stepConfirm step = "confirm commit"
 )
 
 // kind is what a non-fatal failure means for the cluster and the batch.

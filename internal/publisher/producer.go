@@ -24,7 +24,8 @@ const (
 type txnProducer struct {
 	cluster Cluster
 	kp      *kafka.Producer
-	inTxn   bool // a transaction was begun and neither committed nor aborted
+	admin   *kafka.AdminClient // on kp's connections: confirms commits
+	inTxn   bool               // a transaction was begun and neither committed nor aborted
 }
 
 // producerConfig is what transactions require (idempotence, acks=all, at
@@ -67,8 +68,13 @@ func newTxnProducer(c Cluster, opts Options, log *slog.Logger) (*txnProducer, er
 	if err != nil {
 		return nil, err
 	}
+	admin, err := kafka.NewAdminClientFromProducer(kp)
+	if err != nil {
+		kp.Close()
+		return nil, err
+	}
 	Drain(kp, log.With("cluster", c.Name))
-	return &txnProducer{cluster: c, kp: kp}, nil
+	return &txnProducer{cluster: c, kp: kp, admin: admin}, nil
 }
 
 // Drain serves kp's Events() and Logs() channels until kp is closed (Close

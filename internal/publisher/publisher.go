@@ -65,6 +65,11 @@ type Options struct {
 	// Logger receives failover transitions and librdkafka's own log at debug
 	// level; nil discards.
 	Logger *slog.Logger
+	// OnUnconfirmed, when set, is called with a cluster's name each time that
+	// cluster acknowledged a commit whose records did not become visible to
+	// read_committed consumers within OperationTimeout (the batch is then
+	// published on the next cluster). For a metric; it must not block.
+	OnUnconfirmed func(cluster string)
 }
 
 // Errors Publish and EnsureTopics wrap; test with errors.Is.
@@ -152,7 +157,8 @@ func (p *Publisher) Current() string {
 }
 
 // Publish writes recs in one transaction and returns the name of the cluster
-// that acknowledged its commit. An unreachable cluster makes it publish the
+// that committed it, once the records are visible to read_committed consumers
+// there. An unreachable cluster makes it publish the
 // whole batch on the next cluster; it fails with ErrUnavailable when every
 // cluster failed, with ErrFenced (without trying another cluster) when this
 // producer was fenced, with ErrRejected when a record was refused for good.
@@ -253,7 +259,8 @@ func (p *Publisher) publishOn(ctx context.Context, idx int, recs []Record) error
 			return p.fail(ctx, idx, stepProduce, fmt.Errorf("record %d (topic %s): %w", i, recs[i].Topic, err))
 		}
 	}
-	if err := p.awaitDelivery(ctx, reports, len(recs)); err != nil {
+	last := lastOffsets{}
+	if err := p.awaitDelivery(ctx, reports, len(recs), last); err != nil {
 		return p.fail(ctx, idx, stepDeliver, err)
 	}
 
@@ -263,12 +270,41 @@ func (p *Publisher) publishOn(ctx context.Context, idx int, recs []Record) error
 		return p.fail(ctx, idx, stepCommit, err)
 	}
 	tp.inTxn = false
+	if err := p.confirm(ctx, tp, last); err != nil {
+		return p.unconfirmed(ctx, idx, err)
+	}
 	return nil
 }
 
-// awaitDelivery waits for n delivery reports and returns the most telling
-// delivery error among them, if any, or a timeout after OperationTimeout.
-func (p *Publisher) awaitDelivery(ctx context.Context, reports <-chan kafka.Event, n int) error {
+// unconfirmedMsg is the message logged for each unconfirmed commit.
+const unconfirmedMsg = "kafka commit not confirmed visible to read_committed consumers; publishing the batch on the next cluster"
+
+// unconfirmed handles a commit of cluster idx that could not be confirmed:
+// the batch is published again on the next cluster (a duplicate at worst,
+// where the records become visible later). Each occurrence is logged and
+// reported to Options.OnUnconfirmed: most are a cluster that stopped right
+// after a commit, but a commit that never becomes visible leaves a hanging
+// transaction that holds back every later record of its partitions on that
+// cluster until an operator aborts it.
+func (p *Publisher) unconfirmed(ctx context.Context, idx int, err error) error {
+	c := p.opts.Clusters[idx]
+	p.discard(idx)
+	wrapped := fmt.Errorf("%s on kafka cluster %s: %w", stepConfirm, c.Name, err)
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", wrapped, ctx.Err())
+	}
+	p.log.Warn(unconfirmedMsg, "cluster", c.Name, "err", err,
+		"hint", "if it recurs, look for a hanging transaction: kafka-transactions.sh --bootstrap-server <cluster> find-hanging --broker-id <id>")
+	if p.opts.OnUnconfirmed != nil {
+		p.opts.OnUnconfirmed(c.Name)
+	}
+	return &clusterDown{err: wrapped}
+}
+
+// awaitDelivery waits for n delivery reports, adding the offset of each
+// delivered record to last, and returns the most telling delivery error
+// among them, if any, or a timeout after OperationTimeout.
+func (p *Publisher) awaitDelivery(ctx context.Context, reports <-chan kafka.Event, n int, last lastOffsets) error {
 	timer := time.NewTimer(p.opts.OperationTimeout)
 	defer timer.Stop()
 	var worst error
@@ -277,7 +313,11 @@ func (p *Publisher) awaitDelivery(ctx context.Context, reports <-chan kafka.Even
 		select {
 		case ev := <-reports:
 			m, ok := ev.(*kafka.Message)
-			if !ok || m.TopicPartition.Error == nil {
+			if !ok {
+				continue
+			}
+			if m.TopicPartition.Error == nil {
+				last.add(m.TopicPartition)
 				continue
 			}
 			topic := ""
@@ -411,6 +451,7 @@ func (p *Publisher) discard(idx int) {
 }
 
 func (p *Publisher) closeProducer(tp *txnProducer) {
+	tp.admin.Close() // derived from tp.kp: releases nothing of kp's
 	if !closeBounded(tp.kp, p.opts.OperationTimeout) {
 		p.log.Warn("kafka producer did not close in time; left closing in the background",
 			"cluster", tp.cluster.Name, "timeout", p.opts.OperationTimeout)

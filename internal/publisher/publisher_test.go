@@ -643,3 +643,108 @@ func TestCloseIsIdempotentAndFinal(t *testing.T) {
 	unused.Close()
 	unused.Close()
 }
+
+// openTransaction opens a transaction of another producer on partition 0 of
+// topic on bootstrap and leaves it open, holding back what read_committed
+// consumers may read there, until the returned function aborts it.
+func openTransaction(t *testing.T, ctx context.Context, bootstrap, topic string) (abort func()) {
+	t.Helper()
+	kp, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers":      bootstrap,
+		"transactional.id":       stacktest.UniqueName("blocker"),
+		"transaction.timeout.ms": int(testDeadline / time.Millisecond),
+		"log_level":              3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publisher.Drain(kp, slog.New(slog.DiscardHandler))
+	if err := kp.InitTransactions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := kp.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	reports := make(chan kafka.Event, 1)
+	msg := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0}, Value: []byte("open")}
+	if err := kp.Produce(msg, reports); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-reports:
+		if m, ok := ev.(*kafka.Message); !ok || m.TopicPartition.Error != nil {
+			t.Fatalf("the open transaction's record was not delivered: %v", ev)
+		}
+	case <-ctx.Done():
+		t.Fatal("the open transaction's record was not delivered before the test's deadline")
+	}
+	var once sync.Once
+	abort = func() {
+		once.Do(func() {
+			if err := kp.AbortTransaction(ctx); err != nil {
+				t.Errorf("abort the open transaction: %v", err)
+			}
+			kp.Close()
+		})
+	}
+	t.Cleanup(abort)
+	return abort
+}
+
+// TestUnconfirmedCommitIsPublishedOnNextCluster: a commit the cluster
+// acknowledges but whose records read_committed consumers cannot see (here
+// held back by another producer's open transaction; in the wild, a hanging
+// transaction whose markers Kafka skipped) does not count as published: the
+// batch goes to the next cluster.
+func TestUnconfirmedCommitIsPublishedOnNextCluster(t *testing.T) {
+	t.Parallel()
+	a, b := clusters(t)
+	ctx := testContext(t)
+	logs := &logRecorder{}
+	var mu sync.Mutex
+	var unconfirmed []string
+	p := newPublisher(t, publisher.Options{
+		Clusters:         []publisher.Cluster{a, b},
+		OperationTimeout: 2 * time.Second,
+		Logger:           slog.New(logs),
+		OnUnconfirmed: func(cluster string) {
+			mu.Lock()
+			defer mu.Unlock()
+			unconfirmed = append(unconfirmed, cluster)
+		},
+	})
+	topic := stacktest.UniqueName("pub-unconfirmed")
+	if err := p.EnsureTopics(ctx, []publisher.TopicSpec{{Name: topic, Partitions: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if cluster, err := p.Publish(ctx, batch(topic, "chat-1", "before", 3)); err != nil || cluster != "a" {
+		t.Fatalf("Publish before the open transaction: cluster %q, err %v; want a", cluster, err)
+	}
+	abort := openTransaction(t, ctx, a.Bootstrap, topic)
+
+	held := batch(topic, "chat-1", "held", 5)
+	cluster, err := p.Publish(ctx, held)
+	if err != nil || cluster != "b" {
+		t.Fatalf("Publish while a's partition is held back: cluster %q, err %v; want b", cluster, err)
+	}
+	mu.Lock()
+	got := slices.Clone(unconfirmed)
+	mu.Unlock()
+	if !slices.Equal(got, []string{"a"}) {
+		t.Errorf("OnUnconfirmed called with %v, want [a]", got)
+	}
+	if n := logs.count("kafka commit not confirmed visible to read_committed consumers; publishing the batch on the next cluster"); n != 1 {
+		t.Errorf("logged the unconfirmed commit %d times, want 1", n)
+	}
+	if got, want := values(consumeUntil(t, b.Bootstrap, []string{topic}, until("held-4"))), recordValues(held); !slices.Equal(got, want) {
+		t.Fatalf("read on b %v, want %v", got, want)
+	}
+
+	// Once the other transaction ends, a's copy becomes visible as well: a
+	// duplicate, which consumers absorb by version.
+	abort()
+	want := slices.Concat(recordValues(batch(topic, "chat-1", "before", 3)), recordValues(held))
+	if got := values(consumeUntil(t, a.Bootstrap, []string{topic}, until("held-4"))); !slices.Equal(got, want) {
+		t.Fatalf("read on a after the other transaction ended %v, want %v", got, want)
+	}
+}

@@ -225,17 +225,22 @@ func TestStackSyncPublishesExternalChanges(t *testing.T) {
 		}
 		return nil
 	})
-	v, err := tc.QueryWorkflow(ctx, workflows.WorkflowID, "", workflows.QueryStatus)
-	if err != nil {
-		t.Fatalf("query the stack's sync: %v", err)
-	}
-	var st workflows.Status
-	if err := v.Get(&st); err != nil {
-		t.Fatal(err)
-	}
-	if st.State != workflows.StateRunning || !strings.HasPrefix(st.Worker, "sync-") || st.Totals.Changes == 0 {
-		t.Errorf("stack sync status = %+v, want running on one of the stack's sync workers, with changes", st)
-	}
+	// The status's totals move when an activity execution reports (every
+	// workflows.DefaultReportInterval), not with each publish.
+	stacktest.WaitFor(t, time.Minute, "the stack sync's status to count the change", func() error {
+		v, err := tc.QueryWorkflow(ctx, workflows.WorkflowID, "", workflows.QueryStatus)
+		if err != nil {
+			return fmt.Errorf("query the stack's sync: %w", err)
+		}
+		var st workflows.Status
+		if err := v.Get(&st); err != nil {
+			return err
+		}
+		if st.State != workflows.StateRunning || !strings.HasPrefix(st.Worker, "sync-") || st.Totals.Changes == 0 {
+			return fmt.Errorf("status %+v, want running on one of the stack's sync workers, with changes", st)
+		}
+		return nil
+	})
 }
 
 func decodeID(t *testing.T, resp *http.Response) string {

@@ -81,21 +81,23 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if cfg.FailoverBootstrap != "" {
 		clusters = append(clusters, publisher.Cluster{Name: cfg.FailoverCluster, Bootstrap: cfg.FailoverBootstrap})
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := activities.NewMetrics(reg)
 	pub, err := publisher.New(publisher.Options{
 		Clusters: clusters, TransactionalID: cfg.TransactionalID, ClientID: "sync-" + cfg.Identity, Logger: log,
 		// A cluster that does not answer a transaction step within this is
 		// failed over from: well below the activity's heartbeat timeout, so
 		// the attempt fails over itself rather than being timed out.
 		OperationTimeout: kafkaOperationTimeout,
+		OnUnconfirmed:    metrics.Unconfirmed,
 	})
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
 	defer pub.Close() // after the worker stopped: aborts a transaction left open, closes producers
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	acts := activities.New(fc, pub, cfg.Identity, activities.NewMetrics(reg), log)
+	acts := activities.New(fc, pub, cfg.Identity, metrics, log)
 
 	tc, err := dial(ctx, cfg, log)
 	if err != nil {
