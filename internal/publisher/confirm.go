@@ -52,9 +52,10 @@ func (l lastOffsets) add(tp kafka.TopicPartition) {
 //
 // A coordinator acknowledges a commit once it has logged its decision and
 // writes the partitions' markers afterwards. It should retry them until
-// written, but Kafka 4.x (KAFKA-20734, seen on 4.3.1) skips the markers of a
-// partition that has no leader at that moment, as if the topic had been
-// deleted, and logs the transaction complete: when a cluster's last replica
+// written, but in Kafka 4.x the broker's metadata cache reports a partition
+// without a leader as unknown (KAFKA-20734; seen on 4.3.1), and the
+// coordinator then skips its markers, as if the topic had been deleted, and
+// logs the transaction complete: when a cluster's last replica
 // of a partition shuts down between the commit and its markers, the records
 // stay in an open ("hanging") transaction after the restart, invisible to
 // read_committed consumers until an operator aborts it. A batch counts as
