@@ -158,12 +158,12 @@ func (p *Publisher) Current() string {
 
 // Publish writes recs in one transaction and returns the name of the cluster
 // that committed it, once the records are visible to read_committed consumers
-// there. An unreachable cluster makes it publish the
-// whole batch on the next cluster; it fails with ErrUnavailable when every
-// cluster failed, with ErrFenced (without trying another cluster) when this
-// producer was fenced, with ErrRejected when a record was refused for good.
-// Any other error is retryable. An empty recs publishes nothing and returns
-// an empty name.
+// there (see "Confirmation" in the package doc). An unreachable cluster, or a
+// commit not confirmed, makes it publish the whole batch on the next cluster;
+// it fails with ErrUnavailable when every cluster failed, with ErrFenced
+// (without trying another cluster) when this producer was fenced, with
+// ErrRejected when a record was refused for good. Any other error is
+// retryable. An empty recs publishes nothing and returns an empty name.
 //
 // ctx bounds the call; a cancellation is noticed between the steps of a
 // cluster's transaction, each of which is bounded by OperationTimeout. A
