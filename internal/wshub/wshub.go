@@ -219,22 +219,52 @@ func (h *Hub) PublishVersion(frame []byte, chatID, item string, version int64) {
 	}
 }
 
-// SendLoad queues a chat's load frame for c, which subscribed to chatID,
-// with the versions of the items it carries: later PublishVersions of an
-// item at or below its version there are not sent to c.
-func (h *Hub) SendLoad(c *Client, chatID string, frame []byte, versions map[string]int64) {
+// SendLoad queues a chat's load for c, which subscribed to chatID. versions
+// holds the version of each item the load carries, and encode builds its
+// frame without the items in omit: those c was already queued a newer
+// version of, by an update that overtook the load's read (the load must not
+// take an item back to an older version; the update carries the item's
+// whole state). encode runs outside the hub's lock, again with a larger omit
+// if another such update came meanwhile. Later PublishVersions of an item at
+// or below its version in the load are not sent to c.
+func (h *Hub) SendLoad(c *Client, chatID string, versions map[string]int64, encode func(omit map[string]bool) []byte) {
+	omit := map[string]bool{}
+	for {
+		frame := encode(omit)
+		if h.sendLoad(c, chatID, frame, versions, omit) {
+			return
+		}
+	}
+}
+
+// sendLoad queues frame, a load of chatID holding versions less the items in
+// omit, unless c was queued a newer version of another of its items: it then
+// adds those to omit and reports false.
+func (h *Hub) sendLoad(c *Client, chatID string, frame []byte, versions map[string]int64, omit map[string]bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.enqueue(c, frame)
 	seen := c.seen[chatID]
 	if seen == nil {
-		return // unsubscribed meanwhile
+		h.enqueue(c, frame) // unsubscribed meanwhile: no floor to keep
+		return true
 	}
+	overtaken := false
+	for item, v := range versions {
+		if !omit[item] && seen[item] > v {
+			omit[item] = true
+			overtaken = true
+		}
+	}
+	if overtaken {
+		return false
+	}
+	h.enqueue(c, frame)
 	for item, v := range versions {
 		if v > seen[item] {
 			seen[item] = v
 		}
 	}
+	return true
 }
 
 // SendTo queues frame for c alone (a load, an error).

@@ -3,6 +3,8 @@ package wshub
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +25,64 @@ func queued(c *Client) []string {
 	}
 }
 
+// sendLoad sends c a load of chatID holding versions, its frame listing
+// them in order, e.g. "load m1@5 m2@3".
+func sendLoad(h *Hub, c *Client, chatID string, versions map[string]int64) {
+	h.SendLoad(c, chatID, versions, func(omit map[string]bool) []byte {
+		items := slices.Sorted(maps.Keys(versions))
+		frame := "load"
+		for _, item := range items {
+			if !omit[item] {
+				frame += fmt.Sprintf(" %s@%d", item, versions[item])
+			}
+		}
+		return []byte(frame)
+	})
+}
+
+// TestLoadLeavesOutWhatAnUpdateOvertook: an update queued between the
+// subscription and the load, newer than the load's read of that message,
+// is not contradicted by the load (the message is left out of it); other
+// messages are in the load, and it still sets the floor.
+func TestLoadLeavesOutWhatAnUpdateOvertook(t *testing.T) {
+	h := newHub()
+	a := h.register()
+	if err := h.Subscribe(a, "chat1"); err != nil {
+		t.Fatal(err)
+	}
+	h.PublishVersion([]byte("m1@7"), "chat1", "m1", 7)
+	h.PublishVersion([]byte("m2@2"), "chat1", "m2", 2)
+	sendLoad(h, a, "chat1", map[string]int64{"m1": 5, "m2": 3, "m3": 1})
+	for _, v := range []int64{6, 7, 8} {
+		h.PublishVersion(fmt.Appendf(nil, "m1@%d", v), "chat1", "m1", v)
+	}
+	h.PublishVersion([]byte("m2@3"), "chat1", "m2", 3)
+	h.PublishVersion([]byte("m3@2"), "chat1", "m3", 2)
+	if got, want := fmt.Sprint(queued(a)), "[m1@7 m2@2 load m2@3 m3@1 m1@8 m3@2]"; got != want {
+		t.Errorf("client a was queued %s, want %s", got, want)
+	}
+
+	// An update that comes while the load is being encoded: encoded again.
+	b := h.register()
+	if err := h.Subscribe(b, "chat2"); err != nil {
+		t.Fatal(err)
+	}
+	var encodes int
+	h.SendLoad(b, "chat2", map[string]int64{"m1": 5, "m2": 1}, func(omit map[string]bool) []byte {
+		encodes++
+		if encodes == 1 {
+			h.PublishVersion([]byte("m1@6"), "chat2", "m1", 6)
+		}
+		if omit["m1"] {
+			return []byte("load m2@1")
+		}
+		return []byte("load m1@5 m2@1")
+	})
+	if got, want := fmt.Sprint(queued(b)), "[m1@6 load m2@1]"; got != want || encodes != 2 {
+		t.Errorf("client b was queued %s after %d encodes, want %s after 2", got, encodes, want)
+	}
+}
+
 // TestPublishVersionNeverSendsOlderAfterNewer: a client is sent each
 // item's versions only in increasing order, counting its load; another
 // chat's and another client's versions are apart; an unsubscribe forgets.
@@ -34,7 +94,7 @@ func TestPublishVersionNeverSendsOlderAfterNewer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h.SendLoad(a, "chat1", []byte("load m1@5"), map[string]int64{"m1": 5})
+	sendLoad(h, a, "chat1", map[string]int64{"m1": 5})
 	for _, v := range []int64{3, 5, 6, 4, 6, 7} {
 		h.PublishVersion(fmt.Appendf(nil, "m1@%d", v), "chat1", "m1", v)
 	}

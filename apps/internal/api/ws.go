@@ -82,9 +82,12 @@ func (s *Server) handleFrame(ctx context.Context, client *wshub.Client, f wshub.
 
 // subscribe registers the subscription first and then sends the load, so no
 // update can fall between the two; an update queued before the load may be
-// older than it, and clients apply messages by version. After the load, the
-// hub sends no version of a message at or below the load's (a consumer
-// behind the database, e.g. just restarted, replays older changes).
+// older than it, and clients apply messages by version. A message an update
+// queued before the load already carried at a newer version is left out of
+// the load, so that no client is shown an older version after a newer one.
+// After the load, the hub sends no version of a message at or below the
+// load's (a consumer behind the database, e.g. just restarted, replays older
+// changes).
 func (s *Server) subscribe(ctx context.Context, client *wshub.Client, chatID string) {
 	if err := s.hub.Subscribe(client, chatID); err != nil {
 		s.hub.SendTo(client, encode(event{Type: msgError, ChatID: chatID, Error: err.Error()}))
@@ -109,5 +112,16 @@ func (s *Server) subscribe(ctx context.Context, client *wshub.Client, chatID str
 	for _, m := range msgs {
 		versions[m.ID] = m.Version
 	}
-	s.hub.SendLoad(client, chatID, encode(event{Type: msgLoad, ChatID: chatID, Messages: msgs, Deleted: deleted}), versions)
+	s.hub.SendLoad(client, chatID, versions, func(omit map[string]bool) []byte {
+		kept := msgs
+		if len(omit) > 0 {
+			kept = make([]change.Message, 0, len(msgs))
+			for _, m := range msgs {
+				if !omit[m.ID] {
+					kept = append(kept, m)
+				}
+			}
+		}
+		return encode(event{Type: msgLoad, ChatID: chatID, Messages: kept, Deleted: deleted})
+	})
 }
