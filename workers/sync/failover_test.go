@@ -228,13 +228,9 @@ func TestStackSyncPublishesExternalChanges(t *testing.T) {
 	// The status's totals move when an activity execution reports (every
 	// workflows.DefaultReportInterval), not with each publish.
 	stacktest.WaitFor(t, time.Minute, "the stack sync's status to count the change", func() error {
-		v, err := tc.QueryWorkflow(ctx, workflows.WorkflowID, "", workflows.QueryStatus)
+		st, err := stacktest.SyncStatus(ctx, tc)
 		if err != nil {
 			return fmt.Errorf("query the stack's sync: %w", err)
-		}
-		var st workflows.Status
-		if err := v.Get(&st); err != nil {
-			return err
 		}
 		if st.State != workflows.StateRunning || !strings.HasPrefix(st.Worker, "sync-") || st.Totals.Changes == 0 {
 			return fmt.Errorf("status %+v, want running on one of the stack's sync workers, with changes", st)
