@@ -31,21 +31,28 @@ type partition struct {
 
 func (p partition) String() string { return fmt.Sprintf("%s[%d]", p.topic, p.id) }
 
-// lastOffsets collects the highest offset of each partition a batch's
-// records were delivered to.
-type lastOffsets map[partition]kafka.Offset
+// batchEnds holds, for each partition a batch's records were delivered
+// to, the batch's last offset there and the last stable offset seen (-1
+// before any); confirm removes each partition once it is past the batch.
+type batchEnds map[partition]stable
 
-func (l lastOffsets) add(tp kafka.TopicPartition) {
+// stable is one partition of batchEnds.
+type stable struct {
+	last, stable kafka.Offset
+}
+
+// add records that a record of the batch was delivered at tp.
+func (u batchEnds) add(tp kafka.TopicPartition) {
 	if tp.Topic == nil {
 		return
 	}
 	k := partition{topic: *tp.Topic, id: tp.Partition}
-	if cur, ok := l[k]; !ok || tp.Offset > cur {
-		l[k] = tp.Offset
+	if cur, ok := u[k]; !ok || tp.Offset > cur.last {
+		u[k] = stable{last: tp.Offset, stable: -1}
 	}
 }
 
-// confirm waits until every partition in last has its last stable offset
+// confirm waits until every partition in pending has its last stable offset
 // (what read_committed consumers may read up to) past the batch's last
 // offset there, i.e. until the commit markers are written, for at most
 // OperationTimeout.
@@ -60,14 +67,13 @@ func (l lastOffsets) add(tp kafka.TopicPartition) {
 // stay in an open ("hanging") transaction after the restart, invisible to
 // read_committed consumers until an operator aborts it. A batch counts as
 // published only once its records are visible.
-func (p *Publisher) confirm(ctx context.Context, tp *txnProducer, last lastOffsets) error {
-	if len(last) == 0 {
+func (p *Publisher) confirm(ctx context.Context, tp *txnProducer, pending batchEnds) error {
+	if len(pending) == 0 {
 		return nil
 	}
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, p.opts.OperationTimeout)
 	defer cancel()
-	pending := pendingOf(last)
 	delay := confirmFirstDelay
 	var lastErr error
 	for {
@@ -93,7 +99,7 @@ func (p *Publisher) confirm(ctx context.Context, tp *txnProducer, last lastOffse
 // removes the partitions whose stable offset is past their batch offset. It
 // returns the query's error, if any, for the report of a confirmation that
 // times out.
-func (p *Publisher) confirmOnce(ctx context.Context, admin *kafka.AdminClient, pending map[partition]stable) error {
+func (p *Publisher) confirmOnce(ctx context.Context, admin *kafka.AdminClient, pending batchEnds) error {
 	specs := make(map[kafka.TopicPartition]kafka.OffsetSpec, len(pending))
 	for k := range pending {
 		topic := k.topic
@@ -127,24 +133,9 @@ func (p *Publisher) confirmOnce(ctx context.Context, admin *kafka.AdminClient, p
 	return errors.Join(errs...)
 }
 
-// stable is a partition awaiting confirmation: the batch's last offset there
-// and the last stable offset seen, -1 before any.
-type stable struct {
-	last, stable kafka.Offset
-}
-
-// pendingOf returns every partition of last as awaiting confirmation.
-func pendingOf(last lastOffsets) map[partition]stable {
-	m := make(map[partition]stable, len(last))
-	for k, off := range last {
-		m[k] = stable{last: off, stable: -1}
-	}
-	return m
-}
-
 // describe lists pending's partitions in order, e.g.
 // "chat-messages[0] stable at 207, batch ends at 207".
-func describe(pending map[partition]stable) string {
+func describe(pending batchEnds) string {
 	parts := make([]string, 0, len(pending))
 	for k, s := range pending {
 		seen := "unknown"

@@ -259,8 +259,8 @@ func (p *Publisher) publishOn(ctx context.Context, idx int, recs []Record) error
 			return p.fail(ctx, idx, stepProduce, fmt.Errorf("record %d (topic %s): %w", i, recs[i].Topic, err))
 		}
 	}
-	last := lastOffsets{}
-	if err := p.awaitDelivery(ctx, reports, len(recs), last); err != nil {
+	delivered := batchEnds{}
+	if err := p.awaitDelivery(ctx, reports, len(recs), delivered); err != nil {
 		return p.fail(ctx, idx, stepDeliver, err)
 	}
 
@@ -270,7 +270,7 @@ func (p *Publisher) publishOn(ctx context.Context, idx int, recs []Record) error
 		return p.fail(ctx, idx, stepCommit, err)
 	}
 	tp.inTxn = false
-	if err := p.confirm(ctx, tp, last); err != nil {
+	if err := p.confirm(ctx, tp, delivered); err != nil {
 		return p.unconfirmed(ctx, idx, err)
 	}
 	return nil
@@ -302,9 +302,9 @@ func (p *Publisher) unconfirmed(ctx context.Context, idx int, err error) error {
 }
 
 // awaitDelivery waits for n delivery reports, adding the offset of each
-// delivered record to last, and returns the most telling delivery error
+// delivered record to delivered, and returns the most telling delivery error
 // among them, if any, or a timeout after OperationTimeout.
-func (p *Publisher) awaitDelivery(ctx context.Context, reports <-chan kafka.Event, n int, last lastOffsets) error {
+func (p *Publisher) awaitDelivery(ctx context.Context, reports <-chan kafka.Event, n int, delivered batchEnds) error {
 	timer := time.NewTimer(p.opts.OperationTimeout)
 	defer timer.Stop()
 	var worst error
@@ -317,7 +317,7 @@ func (p *Publisher) awaitDelivery(ctx context.Context, reports <-chan kafka.Even
 				continue
 			}
 			if m.TopicPartition.Error == nil {
-				last.add(m.TopicPartition)
+				delivered.add(m.TopicPartition)
 				continue
 			}
 			topic := ""
