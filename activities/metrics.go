@@ -26,6 +26,7 @@ type Metrics struct {
 	unconfirmed   *prometheus.CounterVec
 	active        prometheus.Gauge
 	lastCheckNano atomic.Int64 // unix nanos of the last checkpoint this worker confirmed
+	stall         stallWatch   // for the worker's watchdog (Probe)
 }
 
 // NewMetrics creates the metrics and registers them with reg (none when nil).

@@ -102,6 +102,8 @@ func (a *Activities) Sync(ctx context.Context, in SyncParams) (Progress, error) 
 	}
 	a.metrics.active.Inc()
 	defer a.metrics.active.Dec()
+	a.metrics.stall.begin()
+	defer a.metrics.stall.end()
 
 	backoff := feed.Backoff{Initial: retryInitial, Max: retryMax}
 	deadline := time.Now().Add(in.ReportAfter)
@@ -166,8 +168,10 @@ func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, p
 	if len(page.Changes) == 0 {
 		prog.Cursor, prog.Lag = page.Cursor, 0
 		a.metrics.checkpoint(polled)
+		a.metrics.stall.checkpointed()
 		return nil
 	}
+	a.metrics.stall.polled(polled, prog.Cursor)
 	recs, err := Records(page.Changes, a.identity, attempt)
 	if err != nil {
 		return err
@@ -186,6 +190,7 @@ func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, p
 	prog.Cluster = cluster
 	prog.Lag = max(0, acked.Sub(page.Changes[len(page.Changes)-1].At))
 	a.metrics.checkpoint(acked)
+	a.metrics.stall.checkpointed()
 	return nil
 }
 

@@ -65,6 +65,12 @@ func TestChaosFrozenSyncWorker(t *testing.T) {
 				t.Errorf("%s is frozen, yet the status names it as reporting", active)
 			}
 			chaostest.Pause(ctx, time.Second, 3*time.Second)
+			if now := c.Pid(ctx, active); now != pid {
+				// The launcher's liveness probe (a frozen process cannot
+				// answer /healthz) terminated it: no zombie to thaw.
+				t.Fatalf("%s (pid %d) was replaced by pid %d while frozen for %s: the zombie path was not exercised",
+					active, pid, now, time.Since(frozen).Round(time.Millisecond))
+			}
 			thaw()
 			t.Logf("freeze %d: %s frozen; %s took over %s later; thawed", i+1, active, next, time.Since(frozen).Round(time.Millisecond))
 			chaostest.Pause(ctx, 2*time.Second, 4*time.Second)

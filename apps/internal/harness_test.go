@@ -62,7 +62,7 @@ func configureEnv(t testing.TB, edit func(*Config)) *appEnv {
 		PGDSN: dsn, PGMaxConns: 4, RedisAddr: stacktest.Env(t, stack, devstack.EnvRedisAddr), CacheTTL: time.Hour,
 		KafkaBootstrap: bootstrap, Group: name + "-internal",
 		MessageTopic: name + "-messages", ChatTopic: name + "-chats",
-		Identity: name, LogLevel: "warn",
+		Identity: name, LogLevel: "warn", StallAfter: 15 * time.Second, DeadAfter: time.Minute,
 	}
 	if edit != nil {
 		edit(&e.cfg)
@@ -90,12 +90,15 @@ func (e *appEnv) startInProcess() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.consumer.Run(ctx) }()
+	watched := make(chan struct{})
+	go func() { a.watchdog.Run(ctx); close(watched) }()
 	t.Cleanup(func() {
 		srv.Close()
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("live consumer: %v", err)
 		}
+		<-watched
 		a.close()
 	})
 }

@@ -31,7 +31,9 @@ import (
 	"github.com/chatpoc/chat-poc/apps/internal/web"
 	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/internal/chatdb"
+	"github.com/chatpoc/chat-poc/internal/kafkaclient"
 	"github.com/chatpoc/chat-poc/internal/service"
+	"github.com/chatpoc/chat-poc/internal/watchdog"
 )
 
 // Config is the app's configuration, read from these environment variables.
@@ -50,11 +52,24 @@ type Config struct {
 	TemporalAddress   string        `env:"TEMPORAL_ADDRESS" doc:"host:port of the Temporal frontend, for the sync's status line; empty: no status"`
 	TemporalNamespace string        `env:"TEMPORAL_NAMESPACE" default:"default" doc:"Temporal namespace of the sync workflow"`
 	Identity          string        `env:"INTERNAL_IDENTITY" doc:"this instance's name in logs and its Kafka client.id; empty: hostname:pid"`
+	KafkaDebug        string        `env:"KAFKA_DEBUG" doc:"librdkafka debug contexts (e.g. cgrp,fetch,broker or all), logged at info; empty: none"`
+	StallAfter        time.Duration `env:"INTERNAL_STALL_AFTER" default:"15s" doc:"how long records may wait unconsumed (committed in Kafka, the live consumer's position not moving) before /readyz fails and the UI shows stalled"`
+	DeadAfter         time.Duration `env:"INTERNAL_DEAD_AFTER" default:"1m" doc:"how long before /healthz fails too, so that the supervisor restarts the instance"`
 	LogLevel          string        `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error"`
 }
 
+// Group session: how long the group waits for a member that stopped
+// answering (a crashed instance) before giving its partitions to the next
+// one: the broker's minimum.
+const (
+	sessionTimeoutMs = 6000
+	heartbeatMs      = 1500
+)
+
 // shutdownTimeout bounds draining HTTP requests on SIGTERM (WebSockets are
-// closed with "going away" and the browsers reconnect elsewhere).
+// closed with "going away" and the browsers reconnect elsewhere). With the
+// consumer's close (live.closeTimeout, in parallel) it stays within the 20 s
+// the local launcher and the manifests grant.
 const shutdownTimeout = 10 * time.Second
 
 func main() { service.Main("internal", run) }
@@ -82,6 +97,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	service.Serve(gctx, g, httpSrv, shutdownTimeout, log)
 	g.Go(func() error { return app.consumer.Run(gctx) })
 	g.Go(func() error { app.status.Run(gctx); return nil })
+	g.Go(func() error { app.watchdog.Run(gctx); return nil })
 	return g.Wait()
 }
 
@@ -90,6 +106,8 @@ type app struct {
 	server   *api.Server
 	consumer *live.Consumer
 	status   *api.SyncStatus
+	watchdog *watchdog.Watchdog
+	kafka    *kafka.Consumer // the live consumer's client (tests stop its fetches)
 	closers  []func()
 }
 
@@ -139,53 +157,92 @@ func newApp(cfg Config, log *slog.Logger) (*app, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	topics := change.NewTopics(cfg.MessageTopic, cfg.ChatTopic)
 	mem := live.NewMemory()
-	var lc *live.Consumer
-	a.server = api.New(chatdb.New(pool), c, mem, func() bool { return lc.RedisDown() }, a.status, web.FS(), reg,
+	// The server asks the consumer and its watchdog, made below with the
+	// server's hub.
+	a.server = api.New(chatdb.New(pool), c, mem, func() bool { return a.consumer.RedisDown() }, a.status, web.FS(), reg,
 		api.Config{
 			AllowedOrigins: splitList(cfg.AllowedOrigins),
-			Ready:          readiness(pool, rdb, consumer),
+			Ready:          readiness(pool, rdb, consumer, func() error { return a.watchdog.Stalled() }),
+			Stalled:        func() error { return a.watchdog.Stalled() },
+			Live:           func() error { return a.watchdog.Dead() },
 		}, log)
-	lc = live.NewConsumer(consumer, change.NewTopics(cfg.MessageTopic, cfg.ChatTopic), c, mem, a.server.Hub(), live.NewMetrics(reg), log)
-	a.consumer = lc
+	a.consumer = live.NewConsumer(consumer, topics, c, mem, a.server.Hub(), live.NewMetrics(reg), log)
+	a.kafka = consumer
+
+	// The watchdog: every partition of the change topics is this
+	// instance's (its group is its own), so a record committed on any of
+	// them and not consumed within StallAfter is a stall.
+	progress, err := kafkaclient.NewProgress(consumer, kafkaclient.ProgressOptions{
+		Bootstrap: cfg.KafkaBootstrap, ClientID: "internal-" + cfg.Identity + "-watchdog",
+		Match:  func(topic string) bool { _, _, ok := topics.Parse(topic); return ok },
+		All:    true,
+		Outage: a.consumer.Outage(),
+	})
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	a.closers = append(a.closers, progress.Close)
+	a.watchdog, err = watchdog.New(progress.Probe, watchdog.Options{
+		Name: "live-consumer", Every: watchdog.DefaultEvery, ProbeTimeout: watchdog.DefaultProbeTimeout,
+		StallAfter: cfg.StallAfter, DeadAfter: cfg.DeadAfter,
+	}, watchdog.NewMetrics(reg, "internal"), log)
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("configuration: INTERNAL_STALL_AFTER, INTERNAL_DEAD_AFTER: %w", err)
+	}
 	return a, nil
 }
 
-// newConsumer creates the instance's consumer: its own group with static
-// membership (a restart takes its partitions back at once), starting at the
-// newest records when the group is new (clients load history from the
+// newConsumer creates the instance's consumer: its own group, starting at
+// the newest records when the group is new (clients load history from the
 // database), offsets committed after their records were handled.
+//
+// The group's member is dynamic, not static (no group.instance.id): after
+// an outage longer than the session timeout librdkafka rejoins a static
+// member "blind" (without its member id), and when the coordinator also
+// processes an earlier attempt of the same client, the two fence each
+// other: FENCED_INSTANCE_ID, a fatal error, and — with confluent-kafka-go
+// v2.11.1 — a Close that never returns (issue 15). A dynamic member cannot
+// be fenced. What static membership bought, a restart taking the
+// partitions back at once, costs at most sessionTimeoutMs after a crash
+// (a graceful stop leaves the group, so the next start joins at once).
 func newConsumer(cfg Config, log *slog.Logger) (*kafka.Consumer, error) {
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+	cm := &kafka.ConfigMap{
 		"bootstrap.servers":                  cfg.KafkaBootstrap,
 		"group.id":                           cfg.Group,
-		"group.instance.id":                  cfg.Group,
 		"client.id":                          "internal-" + cfg.Identity,
 		"isolation.level":                    "read_committed",
 		"auto.offset.reset":                  "latest",
 		"enable.auto.commit":                 true,
 		"enable.auto.offset.store":           false,
 		"auto.commit.interval.ms":            1000,
-		"session.timeout.ms":                 10000,
+		"session.timeout.ms":                 sessionTimeoutMs,
+		"heartbeat.interval.ms":              heartbeatMs,
 		"topic.metadata.refresh.interval.ms": 3000,
 		"socket.nagle.disable":               true,
 		"go.logs.channel.enable":             true,
-	})
+	}
+	if err := kafkaclient.SetDebug(cm, cfg.KafkaDebug); err != nil {
+		return nil, fmt.Errorf("KAFKA_DEBUG: %w", err)
+	}
+	c, err := kafka.NewConsumer(cm)
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
-	go func() {
-		for l := range c.Logs() {
-			log.Debug("librdkafka log", "tag", l.Tag, "level", l.Level, "text", l.Message)
-		}
-	}()
+	kafkaclient.ForwardLogs(c.Logs(), log, cfg.KafkaDebug != "")
 	return c, nil
 }
 
-// readiness checks Postgres and Kafka (required) and Redis (degraded
-// without it: memory stands in).
-func readiness(pool *pgxpool.Pool, rdb *redis.Client, consumer *kafka.Consumer) func(context.Context) ([]string, error) {
+// readiness checks Postgres and Kafka (required), that the live consumer
+// is not stalled, and Redis (degraded without it: memory stands in).
+func readiness(pool *pgxpool.Pool, rdb *redis.Client, consumer *kafka.Consumer, stalled func() error) func(context.Context) ([]string, error) {
 	return func(ctx context.Context) ([]string, error) {
+		if err := stalled(); err != nil {
+			return nil, err
+		}
 		if err := pool.Ping(ctx); err != nil {
 			return nil, errors.New("postgres unreachable")
 		}

@@ -71,6 +71,7 @@ func (s *Stack) startControl() error {
 	mux.HandleFunc("POST /v1/promote-standby", func(w http.ResponseWriter, r *http.Request) {
 		controlReply(w, s.PromoteStandby(r.Context()))
 	})
+	mux.HandleFunc("POST /v1/dump-goroutines", s.serveDump)
 	s.control = &http.Server{
 		Handler:           s.authorize(mux),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -123,13 +123,20 @@ func (p *proc) signal(sig syscall.Signal) error {
 // ctx ends) it kills the group. It removes the pid file.
 func (p *proc) stop(ctx context.Context) error {
 	defer os.Remove(p.spec.pidPath)
+	return p.terminate(ctx, stopGrace)
+}
+
+// terminate sends SIGTERM to the process group and waits; after grace (or
+// when ctx ends) it kills the group. It leaves the pid file alone, as a crash
+// would, for a restart to overwrite.
+func (p *proc) terminate(ctx context.Context, grace time.Duration) error {
 	if p.exited() {
 		return nil
 	}
 	if err := p.signal(syscall.SIGTERM); err != nil {
 		return err
 	}
-	timer := time.NewTimer(stopGrace)
+	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	select {
 	case <-p.done:
@@ -141,7 +148,7 @@ func (p *proc) stop(ctx context.Context) error {
 		return err
 	}
 	<-p.done
-	return fmt.Errorf("%s did not stop within %s; killed", p.spec.name, stopGrace)
+	return fmt.Errorf("%s did not stop within %s; killed", p.spec.name, grace)
 }
 
 // logTail returns the last n lines of the process's log, for error messages.

@@ -58,6 +58,7 @@ func (s *Stack) external() *component {
 		},
 		After:    []Name{PGExternal},
 		ReadyURL: "http://" + hostPort(port) + "/readyz",
+		LiveURL:  "http://" + hostPort(port) + "/healthz",
 	}, nil)
 	c.addr = "http://localhost:" + strconv.Itoa(port)
 	return c
@@ -89,6 +90,7 @@ func (s *Stack) syncWorker(n Name, port string) *component {
 		Env:      env,
 		After:    after,
 		ReadyURL: "http://" + hostPort(s.ports[port]) + "/readyz",
+		LiveURL:  "http://" + hostPort(s.ports[port]) + "/healthz",
 	}, nil)
 }
 
@@ -109,6 +111,7 @@ func (s *Stack) writer(n, kafka Name, port string) *component {
 		},
 		After:    []Name{PGPrimary, kafka},
 		ReadyURL: "http://" + hostPort(s.ports[port]) + "/readyz",
+		LiveURL:  "http://" + hostPort(s.ports[port]) + "/healthz",
 	}, nil)
 }
 
@@ -136,6 +139,7 @@ func (s *Stack) internalApp(n, kafka Name, port string) *component {
 		Env:      env,
 		After:    after,
 		ReadyURL: "http://" + hostPort(p) + "/readyz",
+		LiveURL:  "http://" + hostPort(p) + "/healthz",
 	}, nil)
 	c.addr = "http://localhost:" + strconv.Itoa(p)
 	return c

@@ -54,13 +54,18 @@ type Options struct {
 	// internal), started after the infrastructure, with a restart policy.
 	Services []Service
 	// NoRestart turns the services' restart policy off, for tests that kill a
-	// service and want it to stay dead.
+	// service and want it to stay dead. It also spares a service whose
+	// liveness probe fails: the launcher reports it UNHEALTHY but leaves it
+	// running (Kubernetes would kill it regardless), so a test that stalls or
+	// kills services finds them as it left them.
 	NoRestart bool
 }
 
 // Service is one of our own processes, run like a container with a restart
 // policy: when it dies without being asked to, it is started again after a
 // backoff (restartBackoffMin doubling to restartBackoffMax), and that is logged.
+// Once ready it is probed for liveness (LiveURL): a service that stays running
+// but keeps saying it is dead is terminated and restarted the same way.
 type Service struct {
 	Name     Name
 	Path     string   // executable (or Build)
@@ -69,6 +74,12 @@ type Service struct {
 	Env      []string // KEY=VALUE on top of the launcher's environment and stack.env
 	After    []Name   // components that must be ready first (default: all infrastructure)
 	ReadyURL string   // GET returns 200 when ready; empty means ready once started
+	// LiveURL answers GET with a 2xx while the process is alive; anything
+	// else, or no answer within livenessTimeout, livenessFailures times in a
+	// row, makes it UNHEALTHY (see livenessPeriod). Empty means no liveness
+	// probe. Unlike ReadyURL it must not depend on other servers: a service
+	// waiting for Postgres is not ready, but restarting it would not help.
+	LiveURL string
 }
 
 // Restart policy of services.
@@ -98,6 +109,11 @@ type Stack struct {
 	// stopping holds components stopped on purpose: their exit is not reported.
 	stopping map[Name]bool
 	backoff  map[Name]time.Duration // next restart delay of each service
+	// endLive ends the liveness probe of each component's current process;
+	// own calls it, so a service shutting down on purpose is not probed.
+	endLive  map[Name]context.CancelFunc
+	liveness livenessPolicy // probe timing: defaultLiveness, shorter in tests
+	probing  sync.WaitGroup // liveness probes running; Close waits for them
 	promoted bool
 	progress *progress
 	life     context.Context // ends when the stack is closed
@@ -117,6 +133,7 @@ type component struct {
 	initialize func(ctx context.Context) error
 	addr       string // shown in progress output
 	service    bool   // restarted by the launcher when it dies unexpectedly
+	liveURL    string // probed once ready (services only); empty: never
 }
 
 // Start brings up the profile's components, each once its dependencies are
@@ -196,6 +213,8 @@ func newStack(opts Options) (*Stack, error) {
 		procs:    map[Name]*proc{},
 		backoff:  map[Name]time.Duration{},
 		stopping: map[Name]bool{},
+		endLive:  map[Name]context.CancelFunc{},
+		liveness: defaultLiveness(),
 		progress: &progress{w: opts.Progress},
 	}
 	s.life, s.endLife = context.WithCancel(context.Background())
@@ -285,6 +304,7 @@ func (s *Stack) newService(svc Service, infra []Name) *component {
 		after:   after,
 		service: true,
 		addr:    svc.ReadyURL,
+		liveURL: svc.LiveURL,
 		prepare: func(ctx context.Context) error {
 			if svc.Build != "" {
 				bin, err := s.buildService(ctx, svc.Name, svc.Build)
@@ -419,11 +439,15 @@ func (s *Stack) startComponent(ctx context.Context, c *component) error {
 	if err != nil {
 		return s.failure(c, err)
 	}
+	// live is p's own context, not ctx: a control request that starts a
+	// service ends long before the service does.
+	live, endLive := context.WithCancel(s.life)
 	s.mu.Lock()
 	s.procs[c.name] = p
+	s.endLive[c.name] = endLive
 	delete(s.stopping, c.name)
 	s.mu.Unlock()
-	go s.watch(c.name, p)
+	go s.watch(c.name, p, endLive)
 
 	if err := waitReady(ctx, c, p, s.opts.ReadyTimeout); err != nil {
 		return s.failure(c, err)
@@ -432,6 +456,9 @@ func (s *Stack) startComponent(ctx context.Context, c *component) error {
 		if err := c.initialize(ctx); err != nil {
 			return s.failure(c, fmt.Errorf("initialize: %w", err))
 		}
+	}
+	if c.liveURL != "" {
+		s.startLiveness(live, c, p)
 	}
 	s.progress.line(c.name, fmt.Sprintf("ready in %s", time.Since(began).Round(100*time.Millisecond)), c.addr)
 	return nil
@@ -474,9 +501,11 @@ func (s *Stack) failure(c *component, err error) error {
 }
 
 // watch reports a component that exits without being asked to, and restarts
-// it if it is a service and the restart policy is on.
-func (s *Stack) watch(n Name, p *proc) {
+// it if it is a service and the restart policy is on. A liveness kill is such
+// an exit. endLive ends p's liveness probe.
+func (s *Stack) watch(n Name, p *proc, endLive context.CancelFunc) {
 	<-p.wait()
+	endLive()
 	s.mu.Lock()
 	expected := s.stopping[n]
 	s.mu.Unlock()
@@ -627,13 +656,16 @@ func (s *Stack) own(n Name) (*proc, error) {
 		return nil, fmt.Errorf("%s is not running", n)
 	}
 	s.stopping[n] = true
+	s.endLive[n]() // a shutdown on purpose may fail probes; it must not count
 	return p, nil
 }
 
 // Close stops every component, dependents before what they depend on, and
 // releases the state directory.
 func (s *Stack) Close(ctx context.Context) error {
+	s.mu.Lock() // under mu, so no liveness probe starts after this (startLiveness)
 	s.endLife()
+	s.mu.Unlock()
 	if s.control != nil {
 		shutCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_ = s.control.Shutdown(shutCtx)
@@ -675,6 +707,7 @@ func (s *Stack) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	s.probing.Wait() // ended with s.life; a probe terminating its process sees it exit
 	if s.lock != nil {
 		s.lock.Close()
 	}

@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -192,24 +196,37 @@ func serviceStack(t *testing.T, noRestart bool) (*Stack, *lockedBuffer) {
 		t.Fatal(err)
 	}
 	out := &lockedBuffer{}
+	opts := Options{NoRestart: noRestart, Progress: out, Logger: slog.New(slog.DiscardHandler)}
+	s := startServiceStack(t, opts, Service{Name: "svc", Path: sleep, Args: []string{"300"}})
+	return s, out
+}
+
+// startServiceStack is a Stack without infrastructure running svc, with
+// opts's restart policy, progress and logger, and testLiveness's timing. It
+// returns once svc is ready, and closes the stack when the test ends.
+func startServiceStack(t *testing.T, opts Options, svc Service) *Stack {
+	t.Helper()
+	opts.ReadyTimeout = 10 * time.Second
 	s := &Stack{
-		opts:     Options{NoRestart: noRestart, Progress: out, Logger: slog.New(slog.DiscardHandler), ReadyTimeout: 10 * time.Second},
+		opts:     opts,
 		dir:      t.TempDir(),
 		ports:    map[string]int{},
 		comps:    map[Name]*component{},
 		procs:    map[Name]*proc{},
 		stopping: map[Name]bool{},
 		backoff:  map[Name]time.Duration{},
-		progress: &progress{w: out},
+		endLive:  map[Name]context.CancelFunc{},
+		liveness: testLiveness,
+		progress: &progress{w: opts.Progress},
 	}
 	s.life, s.endLife = context.WithCancel(context.Background())
-	c := s.newService(Service{Name: "svc", Path: sleep, Args: []string{"300"}}, nil)
+	c := s.newService(svc, nil)
 	s.comps[c.name], s.order = c, []Name{c.name}
 	t.Cleanup(func() { _ = s.Close(context.Background()) })
 	if err := s.startComponent(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
-	return s, out
+	return s
 }
 
 // crash kills the service behind the launcher's back, as the OOM killer would.
@@ -280,5 +297,290 @@ func TestKilledOnPurposeServiceIsNotRestarted(t *testing.T) {
 	}
 	if _, err := s.Pid("svc"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testLiveness probes every 100 ms instead of every 2 s, so a test sees a
+// service declared unhealthy in a fraction of a second; the timeout stays
+// generous because the fake services run under -race on two cores.
+var testLiveness = livenessPolicy{period: 100 * time.Millisecond, timeout: time.Second, failures: 3, grace: 3 * time.Second}
+
+// The fake service: the test binary itself, started with fakeServiceEnv set
+// to the address to serve, so it starts in milliseconds without a build.
+const (
+	fakeServiceEnv = "DEVSTACK_TEST_FAKE_SERVICE_ADDR"
+	// fakeStalledFile in the fake's working directory (its data directory)
+	// makes its /healthz answer 503, as a service whose watchdog saw it stall.
+	fakeStalledFile = "stalled"
+	// fakeStalledBody is that answer; only its first line belongs in the progress.
+	fakeStalledBody = "stalled: no progress for 3m0s\ngoroutine dump follows"
+	// fakeProbeLine is what the fake logs for every /healthz request, so a
+	// test can count the probes it answered.
+	fakeProbeLine = "fake: GET /healthz"
+	// fakeDrain is how long the fake takes to exit after SIGTERM, answering
+	// /healthz with 503 meanwhile: several times what testLiveness needs to
+	// give up, so a probe that outlived a Stop would be seen.
+	fakeDrain = time.Second
+)
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(fakeServiceEnv); addr != "" {
+		os.Exit(fakeService(addr))
+	}
+	os.Exit(m.Run())
+}
+
+// fakeService is one of our services in miniature: /readyz and /healthz on
+// addr, and a slow graceful shutdown on SIGTERM.
+func fakeService(addr string) int {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var draining atomic.Bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Println(fakeProbeLine)
+		if draining.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if _, err := os.Stat(fakeStalledFile); err == nil {
+			http.Error(w, fakeStalledBody, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: time.Second}
+	go func() { _ = srv.Serve(l) }()
+	<-term
+	draining.Store(true)
+	time.Sleep(fakeDrain) // the slow shutdown this fake is for
+	return 0
+}
+
+// fakeServiceStack runs one fake service "svc" with a liveness probe; logs
+// collects what the launcher logs through Options.Logger.
+func fakeServiceStack(t *testing.T, noRestart bool) (s *Stack, progress, logs *lockedBuffer) {
+	t.Helper()
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := freePort(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	progress, logs = &lockedBuffer{}, &lockedBuffer{}
+	opts := Options{NoRestart: noRestart, Progress: progress, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	base := "http://" + hostPort(port)
+	s = startServiceStack(t, opts, Service{
+		Name:     "svc",
+		Path:     bin,
+		Env:      []string{fakeServiceEnv + "=" + hostPort(port)},
+		ReadyURL: base + "/readyz",
+		LiveURL:  base + "/healthz",
+	})
+	return s, progress, logs
+}
+
+// waitFor polls cond until it holds, failing the test with the progress
+// output after a deadline.
+func waitFor(t *testing.T, progress *lockedBuffer, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 15s; progress:\n%s", what, progress)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// setStalled makes the fake's /healthz fail (or answer 200 again).
+func setStalled(t *testing.T, s *Stack, stalled bool) {
+	t.Helper()
+	path := filepath.Join(s.dataDir("svc"), fakeStalledFile)
+	var err error
+	if stalled {
+		err = os.WriteFile(path, nil, 0o644)
+	} else {
+		err = os.Remove(path)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// probesAnswered counts the /healthz requests the fake has answered, over
+// all its processes.
+func probesAnswered(t *testing.T, s *Stack) int {
+	t.Helper()
+	data, err := os.ReadFile(s.logPath("svc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(data), fakeProbeLine)
+}
+
+func mustPid(t *testing.T, s *Stack) int {
+	t.Helper()
+	pid, err := s.Pid("svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+func hasUnhealthy(progress *lockedBuffer) func() bool {
+	return func() bool { return strings.Contains(progress.String(), "UNHEALTHY") }
+}
+
+func restartedFrom(s *Stack, old int) func() bool {
+	return func() bool {
+		pid, err := s.Pid("svc")
+		return err == nil && pid != old
+	}
+}
+
+func TestUnhealthyServiceIsTerminatedAndRestarted(t *testing.T) {
+	t.Parallel()
+	s, progress, logs := fakeServiceStack(t, false)
+	old := mustPid(t, s)
+	setStalled(t, s, true)
+	waitFor(t, progress, "UNHEALTHY", hasUnhealthy(progress))
+	setStalled(t, s, false) // so that the restarted process is healthy
+	waitFor(t, progress, "restart", restartedFrom(s, old))
+	waitFor(t, progress, "ready after the restart", func() bool { return strings.Count(progress.String(), "ready in") == 2 })
+
+	out := progress.String()
+	at := 0
+	for _, want := range []string{"UNHEALTHY", "EXITED", "restarting", "ready in"} {
+		i := strings.Index(out[at:], want)
+		if i < 0 {
+			t.Fatalf("progress lacks %q after UNHEALTHY (want UNHEALTHY, EXITED, restarting, ready in order):\n%s", want, out)
+		}
+		at += i
+	}
+	for _, want := range []string{
+		"3 liveness probes failed",
+		"503 Service Unavailable: stalled: no progress for 3m0s",
+		fmt.Sprintf("terminating pid %d", old),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("progress lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "goroutine dump follows") {
+		t.Errorf("progress shows more than the first line of the body:\n%s", out)
+	}
+	if ProcessAlive(old) {
+		t.Errorf("unhealthy pid %d still alive", old)
+	}
+	if l := logs.String(); !strings.Contains(l, "service unhealthy") || !strings.Contains(l, "component=svc") {
+		t.Errorf("logger was not told:\n%s", l)
+	}
+}
+
+func TestHealthyServiceIsNeverKilledByItsLivenessProbe(t *testing.T) {
+	t.Parallel()
+	s, progress, _ := fakeServiceStack(t, false)
+	old := mustPid(t, s)
+	// Observation window: three times the answered probes that would make a
+	// failing service unhealthy.
+	waitFor(t, progress, "probes", func() bool { return probesAnswered(t, s) >= 3*testLiveness.failures })
+	if pid := mustPid(t, s); pid != old {
+		t.Fatalf("healthy service restarted (pid %d, then %d); progress:\n%s", old, pid, progress)
+	}
+	for _, bad := range []string{"UNHEALTHY", "EXITED"} {
+		if strings.Contains(progress.String(), bad) {
+			t.Fatalf("progress says %s about a healthy service:\n%s", bad, progress)
+		}
+	}
+}
+
+func TestUnhealthyServiceIsLeftRunningWithoutRestartPolicy(t *testing.T) {
+	t.Parallel()
+	s, progress, _ := fakeServiceStack(t, true)
+	old := mustPid(t, s)
+	setStalled(t, s, true)
+	waitFor(t, progress, "UNHEALTHY", hasUnhealthy(progress))
+	// Observation window: as many more failed probes as it took to report
+	// it, in which a kill or a second report would have come.
+	after := probesAnswered(t, s)
+	waitFor(t, progress, "further probes", func() bool {
+		return probesAnswered(t, s) >= after+testLiveness.failures || !ProcessAlive(old)
+	})
+	if !ProcessAlive(old) {
+		t.Fatalf("unhealthy pid %d was killed although NoRestart is set; progress:\n%s", old, progress)
+	}
+	out := progress.String()
+	if n := strings.Count(out, "UNHEALTHY"); n != 1 || !strings.Contains(out, "not killed") || strings.Contains(out, "EXITED") {
+		t.Fatalf("want one UNHEALTHY saying not killed, no EXITED; progress:\n%s", out)
+	}
+	setStalled(t, s, false)
+	waitFor(t, progress, "recovery", func() bool { return strings.Contains(progress.String(), "healthy again") })
+}
+
+func TestLivenessProbeEndsWithAStopOnPurposeAndStartsAfreshAfterAStart(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		end  func(s *Stack, ctx context.Context, n Name) error
+	}{
+		{name: "stop", end: (*Stack).Stop}, // the fake answers 503 for fakeDrain before it exits
+		{name: "kill", end: (*Stack).Kill},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, progress, _ := fakeServiceStack(t, false)
+			if err := tc.end(s, context.Background(), "svc"); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(progress.String(), "UNHEALTHY") {
+				t.Fatalf("a service shutting down on purpose was probed:\n%s", progress)
+			}
+			if err := s.StartComponent(context.Background(), "svc"); err != nil {
+				t.Fatal(err)
+			}
+			started := mustPid(t, s)
+			setStalled(t, s, true)
+			waitFor(t, progress, "UNHEALTHY from the new process's probe", hasUnhealthy(progress))
+			setStalled(t, s, false)
+			waitFor(t, progress, "restart", restartedFrom(s, started))
+		})
+	}
+}
+
+func TestEveryServiceIsProbedForLiveness(t *testing.T) {
+	s := &Stack{opts: Options{Profile: ProfileGeo}, ports: map[string]int{}, tools: &tools{}}
+	next := 40000
+	for _, names := range componentPorts {
+		for _, n := range names {
+			s.ports[n] = next
+			next++
+		}
+	}
+	services := 0
+	for _, n := range ProfileGeo.Components() {
+		c, err := s.newComponent(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.service {
+			continue
+		}
+		services++
+		if want := "http://" + hostPort(s.ports[string(n)]) + "/healthz"; c.liveURL != want {
+			t.Errorf("%s: LiveURL %q, want %q (its /readyz's host:port)", n, c.liveURL, want)
+		}
+	}
+	if services != 9 {
+		t.Errorf("%d services in the geo profile, want 9", services)
 	}
 }

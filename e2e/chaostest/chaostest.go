@@ -9,10 +9,12 @@ package chaostest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +52,8 @@ type Scenario struct {
 	token string
 	pool  *pgxpool.Pool
 	tc    client.Client
+
+	recorders []*Recorder // Run's, one per region's internal instance
 }
 
 // New returns the scenario of test t (named after it) on the shared stack,
@@ -82,6 +86,7 @@ func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 	t := c.t
 	recA := StartRecorder("internal-a1", stacktest.Env(t, c.Stack, devstack.EnvInternalURL))
 	recB := StartRecorder("internal-b1", stacktest.Env(t, c.Stack, devstack.EnvInternalBURL))
+	c.recorders = []*Recorder{recA, recB}
 	t.Cleanup(func() { recA.Stop(); recB.Stop() }) // on an early failure; Stop twice is harmless
 	log := &loadgen.MemoryRecorder{}
 	ctx, stopStorm := context.WithCancel(context.Background())
@@ -106,8 +111,11 @@ func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 	cancel()
 	disrupted := time.Since(began)
 
-	// The storm goes on a little after the last disruption, then stops.
+	// The storm goes on a little after the last disruption, then stops. A
+	// stream that stopped flowing has no regressions either: every client
+	// must also be shown a change made now.
 	time.Sleep(3 * time.Second)
+	c.CheckDelivery(DeliveryBound)
 	stopStorm()
 	if err := <-stormDone; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("load generator: %v", err)
@@ -136,6 +144,58 @@ func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 		t.Errorf("chaos %s did not converge cleanly (the storm stopped %s after the disruption began):\n%s", c.name, stopped.Sub(began).Round(time.Millisecond), b.String())
 	}
 	return final
+}
+
+// DeliveryBound is how long a chat created on external may take to reach
+// every recorder after a disruption ended: the pipeline takes tens of
+// milliseconds; a restarted cluster, MirrorMaker 2 catching up, or an
+// instance restarted by its watchdog take seconds.
+const DeliveryBound = 30 * time.Second
+
+// CheckDelivery creates a chat on the stack's external service and fails
+// the test unless every recorder of Run is told of it within bound; on a
+// failure the stack's services' goroutines are dumped next to their logs.
+func (c *Scenario) CheckDelivery(bound time.Duration) {
+	t := c.t
+	t.Helper()
+	id := createChat(t, c.ext)
+	began := time.Now()
+	var late []string
+	for time.Since(began) < bound {
+		late = late[:0]
+		for _, r := range c.recorders {
+			if !r.SawChat(id) {
+				late = append(late, r.Name())
+			}
+		}
+		if len(late) == 0 {
+			t.Logf("delivery check: chat %s reached %d clients %s after it was created", id, len(c.recorders), time.Since(began).Round(time.Millisecond))
+			return
+		}
+		time.Sleep(50 * time.Millisecond) // polling the recorders, not waiting for readiness
+	}
+	stacktest.DumpServices(t, c.Stack)
+	t.Fatalf("delivery check: chat %s, created on external, did not reach %v within %s", id, late, bound)
+}
+
+// createChat creates a chat through external's API and returns its ID.
+func createChat(t *testing.T, baseURL string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Post(baseURL+"/chats", "application/json", nil)
+	if err != nil {
+		t.Fatalf("create a chat on external: %v", err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		ID string `json:"id"`
+	}
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("create a chat on external: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || v.ID == "" {
+		t.Fatalf("create a chat on external: id %q, %v", v.ID, err)
+	}
+	return v.ID
 }
 
 // LoadDB reads the rows of the chats recs name, failing t if it cannot.

@@ -41,6 +41,17 @@ func StartRecorder(name, baseURL string) *Recorder {
 	return r
 }
 
+// SawChat reports whether the recorder was told of chat id (a newChat
+// frame).
+func (r *Recorder) SawChat(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.chats[id]
+}
+
+// Name is the recorder's name in findings.
+func (r *Recorder) Name() string { return r.name }
+
 // Stop ends the recorder and returns its stream.
 func (r *Recorder) Stop() converge.Stream {
 	r.cancel()

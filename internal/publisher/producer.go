@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/chatpoc/chat-poc/internal/kafkaclient"
 )
 
 // Producer tuning for pages of up to ~1000 small JSON records.
@@ -31,7 +33,7 @@ type txnProducer struct {
 // producerConfig is what transactions require (idempotence, acks=all, at
 // most 5 requests in flight) plus batching for small pages.
 func producerConfig(c Cluster, opts Options) *kafka.ConfigMap {
-	return &kafka.ConfigMap{
+	cm := &kafka.ConfigMap{
 		"bootstrap.servers":                     c.Bootstrap,
 		"client.id":                             opts.ClientID,
 		"transactional.id":                      opts.TransactionalID,
@@ -55,10 +57,14 @@ func producerConfig(c Cluster, opts Options) *kafka.ConfigMap {
 		// values back.
 		"go.delivery.report.fields": "none",
 		"go.events.channel.size":    eventsChannelSize,
-		// librdkafka's log (connection refused, ...) goes to our logger at
-		// debug level instead of stderr.
+		// librdkafka's log (connection refused, ...) goes to our logger
+		// instead of stderr.
 		"go.logs.channel.enable": true,
 	}
+	if opts.Debug != "" {
+		cm.SetKey("debug", opts.Debug)
+	}
+	return cm
 }
 
 // newTxnProducer creates the producer of c and starts draining its events
@@ -73,14 +79,15 @@ func newTxnProducer(c Cluster, opts Options, log *slog.Logger) (*txnProducer, er
 		kp.Close()
 		return nil, err
 	}
-	Drain(kp, log.With("cluster", c.Name))
+	Drain(kp, log.With("cluster", c.Name), opts.Debug != "")
 	return &txnProducer{cluster: c, kp: kp, admin: admin}, nil
 }
 
 // Drain serves kp's Events() and Logs() channels until kp is closed (Close
 // closes both), so that librdkafka's poller never waits for us: client
-// errors and librdkafka's log go to log at debug level.
-func Drain(kp *kafka.Producer, log *slog.Logger) {
+// errors go to log at debug level, librdkafka's log as
+// kafkaclient.ForwardLogs says (debug: its debug contexts are on).
+func Drain(kp *kafka.Producer, log *slog.Logger, debug bool) {
 	go func() {
 		for ev := range kp.Events() {
 			if err, ok := ev.(kafka.Error); ok {
@@ -88,30 +95,5 @@ func Drain(kp *kafka.Producer, log *slog.Logger) {
 			}
 		}
 	}()
-	go func() {
-		for l := range kp.Logs() {
-			log.Debug("librdkafka log", "tag", l.Tag, "level", l.Level, "text", l.Message)
-		}
-	}()
-}
-
-// closeBounded purges what is still queued and closes kp, giving up after
-// timeout: librdkafka's destroy can wait on broker threads, and a dead
-// cluster must not hold the caller. A close that overruns finishes (or not)
-// in the background; closeBounded reports whether it finished in time.
-func closeBounded(kp *kafka.Producer, timeout time.Duration) bool {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = kp.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking)
-		kp.Close()
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-done:
-		return true
-	case <-t.C:
-		return false
-	}
+	kafkaclient.ForwardLogs(kp.Logs(), log, debug)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/chatpoc/chat-poc/internal/kafkaclient"
 )
 
 // Defaults of the Options durations.
@@ -62,6 +64,9 @@ type Options struct {
 	OperationTimeout time.Duration
 	// ClientID is the Kafka client.id; DefaultClientID when empty.
 	ClientID string
+	// Debug lists librdkafka debug contexts to switch on (e.g.
+	// "eos,broker"), whose lines are logged at info; empty: none.
+	Debug string
 	// Logger receives failover transitions and librdkafka's own log at debug
 	// level; nil discards.
 	Logger *slog.Logger
@@ -452,7 +457,7 @@ func (p *Publisher) discard(idx int) {
 
 func (p *Publisher) closeProducer(tp *txnProducer) {
 	tp.admin.Close() // derived from tp.kp: releases nothing of kp's
-	if !closeBounded(tp.kp, p.opts.OperationTimeout) {
+	if !kafkaclient.CloseProducer(tp.kp, p.opts.OperationTimeout) {
 		p.log.Warn("kafka producer did not close in time; left closing in the background",
 			"cluster", tp.cluster.Name, "timeout", p.opts.OperationTimeout)
 	}

@@ -658,7 +658,7 @@ func openTransaction(t *testing.T, ctx context.Context, bootstrap, topic string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	publisher.Drain(kp, slog.New(slog.DiscardHandler))
+	publisher.Drain(kp, slog.New(slog.DiscardHandler), false)
 	if err := kp.InitTransactions(ctx); err != nil {
 		t.Fatal(err)
 	}

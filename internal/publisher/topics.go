@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/chatpoc/chat-poc/internal/kafkaclient"
 )
 
 // TopicSpec describes a topic EnsureTopics creates.
@@ -76,8 +78,8 @@ func (p *Publisher) createTopics(ctx context.Context, c Cluster, topics []TopicS
 	if err != nil {
 		return err
 	}
-	Drain(kp, p.log.With("cluster", c.Name))
-	defer closeBounded(kp, p.opts.OperationTimeout)
+	Drain(kp, p.log.With("cluster", c.Name), false)
+	defer kafkaclient.CloseProducer(kp, p.opts.OperationTimeout)
 	admin, err := kafka.NewAdminClientFromProducer(kp)
 	if err != nil {
 		return err

@@ -1,6 +1,9 @@
 // Package service holds what every one of our processes does the same way:
 // load its configuration and log it, run until SIGINT or SIGTERM with a
-// JSON logger, and serve HTTP with a graceful shutdown.
+// JSON logger, serve HTTP with a graceful shutdown, and serve profiles to
+// loopback clients. SIGQUIT is left to the Go runtime: it writes every
+// goroutine's stack to stderr (the process's log) and exits, so a wedged
+// process can always be made to say where it is stuck.
 package service
 
 import (
@@ -8,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -77,4 +82,26 @@ func Configure(cfg any, name string, identity, level *string) (*slog.Logger, err
 	}
 	log.Info("starting", "config", envconfig.LogValue(cfg))
 	return log, nil
+}
+
+// Pprof serves net/http/pprof's profiles (mount it at /debug/pprof/) to
+// loopback clients only: the local launcher, a shell on the host, `kubectl
+// port-forward` (which arrives from inside the pod). Anything else gets 403,
+// so the profiles can share a port with public routes. A goroutine dump of a
+// wedged process: GET /debug/pprof/goroutine?debug=2.
+func Pprof() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			http.Error(w, "profiles are served to loopback clients only", http.StatusForbidden)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }

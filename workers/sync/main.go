@@ -27,24 +27,28 @@ import (
 	"github.com/chatpoc/chat-poc/internal/feed"
 	"github.com/chatpoc/chat-poc/internal/publisher"
 	"github.com/chatpoc/chat-poc/internal/service"
+	"github.com/chatpoc/chat-poc/internal/watchdog"
 	"github.com/chatpoc/chat-poc/workflows"
 )
 
 // Config is the worker's configuration, read from these environment variables.
 type Config struct {
-	TemporalAddress   string `env:"TEMPORAL_ADDRESS" required:"true" doc:"host:port of the Temporal frontend"`
-	TemporalNamespace string `env:"TEMPORAL_NAMESPACE" default:"default" doc:"Temporal namespace of the sync workflow"`
-	ExternalURL       string `env:"EXTERNAL_URL" required:"true" doc:"base URL of the external service, whose /api/changes feed is polled"`
-	KafkaBootstrap    string `env:"KAFKA_BOOTSTRAP" required:"true" doc:"bootstrap servers of this region's Kafka cluster, where changes are published"`
-	KafkaCluster      string `env:"KAFKA_CLUSTER" default:"a" doc:"name of this region's Kafka cluster (its MirrorMaker 2 alias), for logs, metrics and the status query"`
-	FailoverBootstrap string `env:"KAFKA_FAILOVER_BOOTSTRAP" doc:"bootstrap servers of the other region's cluster, used while this region's is unreachable; empty: no failover"`
-	FailoverCluster   string `env:"KAFKA_FAILOVER_CLUSTER" default:"b" doc:"name of the other region's Kafka cluster"`
-	TransactionalID   string `env:"SYNC_TRANSACTIONAL_ID" default:"chat-sync" doc:"Kafka transactional.id shared by all sync workers of one sync workflow: a new activity attempt fences older ones with it"`
-	TopicPartitions   int    `env:"KAFKA_TOPIC_PARTITIONS" default:"0" doc:"partitions of the topics the worker creates if missing; 0: the broker's default"`
-	TopicReplicas     int    `env:"KAFKA_TOPIC_REPLICATION_FACTOR" default:"0" doc:"replication factor of those topics; 0: the broker's default"`
-	ListenAddr        string `env:"SYNC_LISTEN_ADDR" default:"127.0.0.1:9464" doc:"host:port of /metrics, /healthz and /readyz"`
-	Identity          string `env:"SYNC_IDENTITY" doc:"this worker's identity in Temporal and in the status query; empty: hostname:pid"`
-	LogLevel          string `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error"`
+	TemporalAddress   string        `env:"TEMPORAL_ADDRESS" required:"true" doc:"host:port of the Temporal frontend"`
+	TemporalNamespace string        `env:"TEMPORAL_NAMESPACE" default:"default" doc:"Temporal namespace of the sync workflow"`
+	ExternalURL       string        `env:"EXTERNAL_URL" required:"true" doc:"base URL of the external service, whose /api/changes feed is polled"`
+	KafkaBootstrap    string        `env:"KAFKA_BOOTSTRAP" required:"true" doc:"bootstrap servers of this region's Kafka cluster, where changes are published"`
+	KafkaCluster      string        `env:"KAFKA_CLUSTER" default:"a" doc:"name of this region's Kafka cluster (its MirrorMaker 2 alias), for logs, metrics and the status query"`
+	FailoverBootstrap string        `env:"KAFKA_FAILOVER_BOOTSTRAP" doc:"bootstrap servers of the other region's cluster, used while this region's is unreachable; empty: no failover"`
+	FailoverCluster   string        `env:"KAFKA_FAILOVER_CLUSTER" default:"b" doc:"name of the other region's Kafka cluster"`
+	TransactionalID   string        `env:"SYNC_TRANSACTIONAL_ID" default:"chat-sync" doc:"Kafka transactional.id shared by all sync workers of one sync workflow: a new activity attempt fences older ones with it"`
+	TopicPartitions   int           `env:"KAFKA_TOPIC_PARTITIONS" default:"0" doc:"partitions of the topics the worker creates if missing; 0: the broker's default"`
+	TopicReplicas     int           `env:"KAFKA_TOPIC_REPLICATION_FACTOR" default:"0" doc:"replication factor of those topics; 0: the broker's default"`
+	ListenAddr        string        `env:"SYNC_LISTEN_ADDR" default:"127.0.0.1:9464" doc:"host:port of /metrics, /healthz and /readyz"`
+	Identity          string        `env:"SYNC_IDENTITY" doc:"this worker's identity in Temporal and in the status query; empty: hostname:pid"`
+	LogLevel          string        `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error"`
+	KafkaDebug        string        `env:"KAFKA_DEBUG" doc:"librdkafka debug contexts of the producers (e.g. eos,broker or all), logged at info; empty: none"`
+	StallAfter        time.Duration `env:"SYNC_STALL_AFTER" default:"15s" doc:"how long changes the feed returned may wait unpublished by the attempt running here before /readyz fails"`
+	DeadAfter         time.Duration `env:"SYNC_DEAD_AFTER" default:"1m" doc:"how long before /healthz fails too, so that the supervisor restarts the worker (the sync resumes on another from its checkpoint)"`
 }
 
 // Timing of the worker.
@@ -91,6 +95,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		// the attempt fails over itself rather than being timed out.
 		OperationTimeout: kafkaOperationTimeout,
 		OnUnconfirmed:    metrics.Unconfirmed,
+		Debug:            cfg.KafkaDebug,
 	})
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
@@ -98,6 +103,13 @@ func run(ctx context.Context, log *slog.Logger) error {
 	defer pub.Close() // after the worker stopped: aborts a transaction left open, closes producers
 
 	acts := activities.New(fc, pub, cfg.Identity, metrics, log)
+	wd, err := watchdog.New(metrics.Probe, watchdog.Options{
+		Name: "sync-activity", Every: watchdog.DefaultEvery, ProbeTimeout: watchdog.DefaultProbeTimeout,
+		StallAfter: cfg.StallAfter, DeadAfter: cfg.DeadAfter,
+	}, watchdog.NewMetrics(reg, "sync"), log)
+	if err != nil {
+		return fmt.Errorf("configuration: SYNC_STALL_AFTER, SYNC_DEAD_AFTER: %w", err)
+	}
 
 	tc, err := dial(ctx, cfg, log)
 	if err != nil {
@@ -130,7 +142,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	topics := topicSpecs(cfg)
 	httpSrv := &http.Server{
 		Addr:              cfg.ListenAddr,
-		Handler:           routes(reg, tc),
+		Handler:           routes(reg, tc, wd),
 		ReadHeaderTimeout: 5 * time.Second,
 		WriteTimeout:      10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -141,6 +153,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		keepSingleton(gctx, tc, pub, topics, log)
 		return nil
 	})
+	g.Go(func() error { wd.Run(gctx); return nil })
 	return g.Wait()
 }
 
@@ -216,14 +229,26 @@ func keepSingleton(ctx context.Context, tc client.Client, pub *publisher.Publish
 	}
 }
 
-// routes serves the worker's operational endpoints.
-func routes(reg *prometheus.Registry, tc client.Client) http.Handler {
+// routes serves the worker's operational endpoints. /readyz: Temporal
+// answers and the sync attempt running here (if any) is not stalled;
+// /healthz: not stalled past the liveness bound; /debug/pprof/ to loopback
+// clients.
+func routes(reg *prometheus.Registry, tc client.Client, wd *watchdog.Watchdog) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/debug/pprof/", service.Pprof())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := wd.Dead(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := wd.Stalled(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if _, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {

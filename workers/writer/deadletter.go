@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/kafkaclient"
 	"github.com/chatpoc/chat-poc/internal/publisher"
 )
 
@@ -61,7 +63,7 @@ func newDeadLetters(bootstrap, cluster, clientID string, log *slog.Logger) (*dea
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter producer: %w", err)
 	}
-	publisher.Drain(p, log)
+	publisher.Drain(p, log, false)
 	return &deadLetters{producer: p, cluster: cluster}, nil
 }
 
@@ -137,8 +139,11 @@ func (d *deadLetters) ensureTopics(ctx context.Context, topics []string, partiti
 	return publisher.CreateTopics(ctx, admin, specs, setupTimeout)
 }
 
-// close waits up to timeoutMs for queued dead letters, then closes.
-func (d *deadLetters) close(timeoutMs int) {
-	d.producer.Flush(timeoutMs)
-	d.producer.Close()
+// close closes the producer within timeout. A dead letter not yet
+// acknowledged is dropped here, but its batch was not committed either: its
+// record is read, and dead-lettered, again.
+func (d *deadLetters) close(timeout time.Duration, log *slog.Logger) {
+	if !kafkaclient.CloseProducer(d.producer, timeout) {
+		log.Warn("dead-letter producer did not close in time; left closing", "timeout", timeout)
+	}
 }

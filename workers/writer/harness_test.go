@@ -133,7 +133,7 @@ func (e *writerEnv) startInProcess(identity string) *inProcess {
 			stopped = true
 			stop()
 			result = <-done
-			dlq.close(5000)
+			dlq.close(dlqCloseTimeout, log)
 		}
 		return result
 	}}

@@ -24,7 +24,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatpoc/chat-poc/internal/chatdb"
+	"github.com/chatpoc/chat-poc/internal/kafkaclient"
 	"github.com/chatpoc/chat-poc/internal/service"
+	"github.com/chatpoc/chat-poc/internal/watchdog"
 )
 
 // Config is the writer's configuration, read from these environment variables.
@@ -42,14 +44,24 @@ type Config struct {
 	TopicReplicas   int           `env:"KAFKA_TOPIC_REPLICATION_FACTOR" default:"0" doc:"replication factor of those topics; 0: the broker's default"`
 	ListenAddr      string        `env:"WRITER_LISTEN_ADDR" default:"127.0.0.1:9465" doc:"host:port of /metrics, /healthz and /readyz"`
 	Identity        string        `env:"WRITER_IDENTITY" doc:"this writer's name in logs and its Kafka client.id; empty: hostname:pid"`
+	KafkaDebug      string        `env:"KAFKA_DEBUG" doc:"librdkafka debug contexts (e.g. cgrp,fetch,broker or all), logged at info; empty: none"`
+	StallAfter      time.Duration `env:"WRITER_STALL_AFTER" default:"15s" doc:"how long records of an owned partition may wait (committed in Kafka, not yet in Postgres, the writer not moving) before /readyz fails"`
+	DeadAfter       time.Duration `env:"WRITER_DEAD_AFTER" default:"1m" doc:"how long before /healthz fails too, so that the supervisor restarts the writer (it resumes from the offsets in Postgres)"`
 	LogLevel        string        `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error"`
 }
 
 // Timing of the process.
 const (
-	// shutdownTimeout bounds a graceful stop: the open batch is applied, the
-	// group left, dead letters flushed.
-	shutdownTimeout = 15 * time.Second
+	// shutdownTimeout bounds the HTTP server's drain on a graceful stop;
+	// meanwhile the open batch is applied (shutdownApplyTimeout) and the
+	// group left (closeTimeout), then the dead-letter producer closes
+	// (dlqCloseTimeout): all within the 20 s the local launcher and the
+	// manifests grant, whatever state Kafka and Postgres are in.
+	shutdownTimeout = 5 * time.Second
+	// dlqCloseTimeout bounds closing the dead-letter producer. Dead letters
+	// not yet acknowledged by then belong to a batch that was not
+	// committed: they are read, and dead-lettered, again.
+	dlqCloseTimeout = 3 * time.Second
 	// setupTimeout bounds the migrations and the dead-letter topics' creation
 	// at start.
 	setupTimeout = time.Minute
@@ -90,7 +102,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	defer dlq.close(int(shutdownTimeout / time.Millisecond))
+	defer dlq.close(dlqCloseTimeout, log)
 	if err := setup(ctx, cfg, pool, dlq, log); err != nil {
 		return err
 	}
@@ -107,13 +119,32 @@ func run(ctx context.Context, log *slog.Logger) error {
 		BatchMax: cfg.BatchMax, Linger: cfg.Linger,
 	}, newMetrics(reg), log)
 	if err != nil {
-		consumer.Close()
+		kafkaclient.CloseConsumer(consumer, closeTimeout)
 		return fmt.Errorf("configuration: %w", err)
+	}
+
+	progress, err := kafkaclient.NewProgress(consumer, kafkaclient.ProgressOptions{
+		Bootstrap: cfg.KafkaBootstrap, ClientID: "writer-" + cfg.Identity + "-watchdog",
+		Outage:  w.Outage(),
+		Durable: w.Durable,
+	})
+	if err != nil {
+		kafkaclient.CloseConsumer(consumer, closeTimeout)
+		return fmt.Errorf("configuration: %w", err)
+	}
+	defer progress.Close()
+	wd, err := watchdog.New(progress.Probe, watchdog.Options{
+		Name: "writer-consumer", Every: watchdog.DefaultEvery, ProbeTimeout: watchdog.DefaultProbeTimeout,
+		StallAfter: cfg.StallAfter, DeadAfter: cfg.DeadAfter,
+	}, watchdog.NewMetrics(reg, "writer"), log)
+	if err != nil {
+		kafkaclient.CloseConsumer(consumer, closeTimeout)
+		return fmt.Errorf("configuration: WRITER_STALL_AFTER, WRITER_DEAD_AFTER: %w", err)
 	}
 
 	httpSrv := &http.Server{
 		Addr:              cfg.ListenAddr,
-		Handler:           routes(reg, pool, consumer),
+		Handler:           routes(reg, pool, consumer, wd),
 		ReadHeaderTimeout: 5 * time.Second,
 		WriteTimeout:      10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -121,6 +152,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	service.Serve(gctx, g, httpSrv, 5*time.Second, log)
 	g.Go(func() error { return w.Run(gctx) })
+	g.Go(func() error { wd.Run(gctx); return nil })
 	err = g.Wait()
 	log.Info("stopped")
 	return err
@@ -187,7 +219,7 @@ func setup(ctx context.Context, cfg Config, pool *pgxpool.Pool, dlq *deadLetters
 // read_committed (the sync publishes in transactions), offsets stored only
 // after the writer's transaction committed.
 func newConsumer(cfg Config, log *slog.Logger) (*kafka.Consumer, error) {
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+	cm := &kafka.ConfigMap{
 		"bootstrap.servers":                  cfg.KafkaBootstrap,
 		"group.id":                           cfg.Group,
 		"client.id":                          "writer-" + cfg.Identity,
@@ -202,27 +234,38 @@ func newConsumer(cfg Config, log *slog.Logger) (*kafka.Consumer, error) {
 		"topic.metadata.refresh.interval.ms": metadataRefreshMs,
 		"socket.nagle.disable":               true,
 		"go.logs.channel.enable":             true,
-	})
+	}
+	if err := kafkaclient.SetDebug(cm, cfg.KafkaDebug); err != nil {
+		return nil, fmt.Errorf("KAFKA_DEBUG: %w", err)
+	}
+	c, err := kafka.NewConsumer(cm)
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
-	go func() {
-		for l := range c.Logs() {
-			log.Debug("librdkafka log", "tag", l.Tag, "level", l.Level, "text", l.Message)
-		}
-	}()
+	kafkaclient.ForwardLogs(c.Logs(), log, cfg.KafkaDebug != "")
 	return c, nil
 }
 
 // routes serves the writer's operational endpoints. /readyz: Postgres
-// accepts writes and the Kafka cluster answers.
-func routes(reg *prometheus.Registry, pool *pgxpool.Pool, consumer *kafka.Consumer) http.Handler {
+// accepts writes, the Kafka cluster answers and the consumer is not
+// stalled; /healthz: not stalled past the liveness bound; /debug/pprof/ to
+// loopback clients.
+func routes(reg *prometheus.Registry, pool *pgxpool.Pool, consumer *kafka.Consumer, wd *watchdog.Watchdog) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/debug/pprof/", service.Pprof())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := wd.Dead(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := wd.Stalled(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
 		if err := pool.Ping(ctx); err != nil {

@@ -21,6 +21,7 @@ type metrics struct {
 	open        prometheus.Gauge
 	rewinds     prometheus.Counter
 	kafkaErrors prometheus.Counter
+	kafkaDown   prometheus.Gauge
 }
 
 // Outcomes of a record (label "outcome" of writer_records_total).
@@ -71,8 +72,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "writer_kafka_errors_total",
 			Help: "Errors the Kafka client reported and retries by itself (brokers unreachable, ...).",
 		}),
+		kafkaDown: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "writer_kafka_unreachable", Help: "1 while the writer's Kafka cluster is unreachable.",
+		}),
 	}
-	reg.MustRegister(m.records, m.batchSize, m.applyTime, m.delay, m.lagRecords, m.assigned, m.open, m.rewinds, m.kafkaErrors)
+	reg.MustRegister(m.records, m.batchSize, m.applyTime, m.delay, m.lagRecords, m.assigned, m.open, m.rewinds, m.kafkaErrors, m.kafkaDown)
 	for _, k := range []change.Kind{change.KindMessage, change.KindChat} {
 		for _, o := range []string{outcomeWritten, outcomeStale, outcomeDeadLettered} {
 			m.records.WithLabelValues(k.String(), o)

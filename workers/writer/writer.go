@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -15,6 +16,7 @@ import (
 	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/internal/chatdb"
 	"github.com/chatpoc/chat-poc/internal/feed"
+	"github.com/chatpoc/chat-poc/internal/kafkaclient"
 )
 
 // Timing of the writer.
@@ -31,6 +33,11 @@ const (
 	// maxRecordBytes bounds a record's value: a larger one is dead-lettered
 	// unparsed (a message's content is at most change.MaxContentBytes).
 	maxRecordBytes = 256 << 10
+	// shutdownApplyTimeout bounds the open batch's transaction on shutdown
+	// (a batch that does not make it is read again by the next owner).
+	shutdownApplyTimeout = 5 * time.Second
+	// closeTimeout bounds closing the consumer (leaving the group).
+	closeTimeout = 5 * time.Second
 )
 
 // Options configure a Writer.
@@ -83,6 +90,13 @@ type Writer struct {
 	parts  map[partitionKey]*partition
 	batch  batch
 	failed bool // Postgres failed since the last good batch: log the recovery
+	outage *kafkaclient.Outage
+
+	// durable is, for the partitions with records read and not yet
+	// committed to Postgres, the offset Postgres holds: what the watchdog
+	// measures progress by (Durable), from its own goroutine.
+	durableMu sync.Mutex
+	durable   map[kafkaclient.Partition]int64
 }
 
 // partition is an assigned partition's state.
@@ -136,7 +150,33 @@ func NewWriter(consumer *kafka.Consumer, db *chatdb.DB, dlq *deadLetters, opts O
 		log:          log,
 		parts:        map[partitionKey]*partition{},
 		batch:        batch{ends: map[partitionKey]int64{}},
+		outage:       kafkaclient.NewOutage(log, m.kafkaDown),
+		durable:      map[kafkaclient.Partition]int64{},
 	}, nil
+}
+
+// Outage tracks the consumer's Kafka outages.
+func (w *Writer) Outage() *kafkaclient.Outage { return w.outage }
+
+// Durable returns the partitions whose records were read and are not yet
+// committed to Postgres, with the offset Postgres holds for each (see
+// kafkaclient.ProgressOptions.Durable). Safe for concurrent use.
+func (w *Writer) Durable() map[kafkaclient.Partition]int64 {
+	w.durableMu.Lock()
+	defer w.durableMu.Unlock()
+	return maps.Clone(w.durable)
+}
+
+// setDurable records that k has records read beyond stored (>= 0), or,
+// with done, that it has none.
+func (w *Writer) setDurable(k partitionKey, stored int64, done bool) {
+	w.durableMu.Lock()
+	defer w.durableMu.Unlock()
+	if done {
+		delete(w.durable, kafkaclient.Partition{Topic: k.topic, Partition: k.partition})
+		return
+	}
+	w.durable[kafkaclient.Partition{Topic: k.topic, Partition: k.partition}] = max(stored, 0)
 }
 
 // errUnknownTopic dead-letters a record of a topic that Kafka's regular
@@ -144,7 +184,8 @@ func NewWriter(consumer *kafka.Consumer, db *chatdb.DB, dlq *deadLetters, opts O
 var errUnknownTopic = errors.New("record of a topic the writer does not recognise")
 
 // Run consumes until ctx ends, then applies the open batch, leaves the group
-// and closes the consumer. It returns an error only for a fatal Kafka error.
+// and closes the consumer (each bounded). It returns an error only for a
+// fatal Kafka error: the process must restart to get a new consumer.
 func (w *Writer) Run(ctx context.Context) error {
 	w.ctx = ctx
 	defer w.close()
@@ -163,10 +204,14 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 		switch e := w.consumer.Poll(int(wait.Milliseconds())).(type) {
 		case *kafka.Message:
+			w.outage.Reachable()
 			w.add(e)
 		case kafka.Error:
 			if e.IsFatal() {
-				return fmt.Errorf("kafka consumer: %w", e)
+				// Logged here, not only when Run's caller gets it: the
+				// close that follows may take its full timeout.
+				w.log.Error("Kafka consumer failed fatally; stopping", "err", e)
+				return kafkaclient.FatalError(e)
 			}
 			w.kafkaError(e)
 		}
@@ -181,23 +226,24 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 	}
 	w.log.Info("stopping: applying the open batch and leaving the group", "records", w.batch.size)
-	w.flush()
+	w.flushWithin(shutdownApplyTimeout)
 	return nil
 }
 
 // close leaves the group (the revoke runs w.rebalance, with nothing left to
-// flush) and closes the consumer.
+// flush) and closes the consumer, giving up after closeTimeout.
 func (w *Writer) close() {
-	if err := w.consumer.Close(); err != nil {
-		w.log.Warn("close Kafka consumer", "err", err)
+	if !kafkaclient.CloseConsumer(w.consumer, closeTimeout) {
+		w.log.Warn("Kafka consumer did not close in time; left closing", "timeout", closeTimeout)
 	}
 }
 
-// kafkaError logs a client error that librdkafka retries by itself.
+// kafkaError notes a client error that librdkafka retries by itself: an
+// outage is logged when it begins (and when it ends), the rest at debug.
 func (w *Writer) kafkaError(e kafka.Error) {
 	w.metrics.kafkaErrors.Inc()
 	if e.Code() == kafka.ErrAllBrokersDown {
-		w.log.Warn("Kafka unreachable; the client keeps retrying", "err", e)
+		w.outage.ClientError(e)
 		return
 	}
 	w.log.Debug("Kafka client error", "err", e)
@@ -212,6 +258,9 @@ func (w *Writer) add(m *kafka.Message) {
 	}
 	if w.batch.size == 0 {
 		w.batch.opened = time.Now()
+	}
+	if _, open := w.batch.ends[k]; !open {
+		w.setDurable(k, p.stored, false)
 	}
 	w.batch.size++
 	w.batch.ends[k] = int64(m.TopicPartition.Offset) + 1
@@ -259,13 +308,16 @@ func (w *Writer) decode(kd change.Kind, m *kafka.Message) error {
 // flush applies the open batch: its dead letters acknowledged first, then
 // its records and offsets in one transaction. On failure it drops the batch
 // and rewinds every partition to its offset in Postgres.
-func (w *Writer) flush() {
+func (w *Writer) flush() { w.flushWithin(applyTimeout) }
+
+// flushWithin is flush with the transaction bounded by timeout.
+func (w *Writer) flushWithin(timeout time.Duration) {
 	b := &w.batch
 	if b.size == 0 {
 		return
 	}
 	defer b.reset()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), applyTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), timeout)
 	defer cancel()
 	if err := w.dlq.await(ctx, b.dead); err != nil {
 		w.rewind(fmt.Errorf("dead-letter %d records: %w", len(b.dead), err))
@@ -293,7 +345,9 @@ func (w *Writer) flush() {
 	}
 	stored := make([]kafka.TopicPartition, 0, len(advances))
 	for _, a := range advances {
-		w.parts[partitionKey{a.Topic, a.Partition}].stored = a.To
+		k := partitionKey{a.Topic, a.Partition}
+		w.parts[k].stored = a.To
+		w.setDurable(k, a.To, true)
 		stored = append(stored, kafka.TopicPartition{Topic: &a.Topic, Partition: a.Partition, Offset: kafka.Offset(a.To)})
 	}
 	// The copy for tools; a partition revoked meanwhile is refused, harmlessly.
@@ -409,6 +463,7 @@ func (w *Writer) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		for _, tp := range e.Partitions {
 			k := partitionKey{*tp.Topic, tp.Partition}
 			delete(w.parts, k)
+			w.setDurable(k, 0, true)
 			w.metrics.forget(k)
 		}
 		w.log.Info("partitions revoked", "partitions", len(e.Partitions), "owned", len(w.parts))

@@ -26,6 +26,7 @@ import (
 	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/internal/chatdb"
 	"github.com/chatpoc/chat-poc/internal/echoapp"
+	"github.com/chatpoc/chat-poc/internal/service"
 	"github.com/chatpoc/chat-poc/internal/wshub"
 )
 
@@ -50,6 +51,12 @@ type Config struct {
 	// Ready checks the dependencies for /readyz: nil when ready, else what
 	// is wrong. Degraded (Redis down) is still ready.
 	Ready func(context.Context) (degraded []string, err error)
+	// Stalled says why the live consumer is stalled (nil: it is not), for
+	// the UI's connection indicator.
+	Stalled func() error
+	// Live checks liveness for /healthz: an error (the live consumer stalled
+	// past its bound) asks the supervisor to restart the process.
+	Live func() error
 }
 
 // Server serves the internal app.
@@ -83,8 +90,10 @@ func New(db *chatdb.DB, c *cache.Cache, mem *live.Memory, redisDown func() bool,
 	e.GET("/chats/:id/messages", s.chatMessages)
 	e.GET("/api/sync-status", s.syncStatus)
 	e.GET("/ws", s.handleWS)
-	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	e.GET("/api/instance-status", s.instanceStatus)
+	e.GET("/healthz", s.healthy)
 	e.GET("/readyz", s.ready)
+	e.Any("/debug/pprof/*", echo.WrapHandler(service.Pprof()))
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	e.GET("/*", echo.WrapHandler(http.FileServerFS(ui)))
 	return s
@@ -238,6 +247,32 @@ func (s *Server) cached(ctx context.Context, chatID string) ([]change.Message, c
 
 func (s *Server) syncStatus(c echo.Context) error {
 	return c.JSON(http.StatusOK, s.status.Get())
+}
+
+// InstanceStatusJSON is GET /api/instance-status: whether this instance's
+// live path delivers (Stalled empty) or why it does not.
+type InstanceStatusJSON struct {
+	Stalled string `json:"stalled,omitempty"`
+}
+
+func (s *Server) instanceStatus(c echo.Context) error {
+	var st InstanceStatusJSON
+	if s.cfg.Stalled != nil {
+		if err := s.cfg.Stalled(); err != nil {
+			st.Stalled = err.Error()
+		}
+	}
+	return c.JSON(http.StatusOK, st)
+}
+
+// healthy answers 200 unless the process should be restarted.
+func (s *Server) healthy(c echo.Context) error {
+	if s.cfg.Live != nil {
+		if err := s.cfg.Live(); err != nil {
+			return c.String(http.StatusServiceUnavailable, err.Error()+"\n")
+		}
+	}
+	return c.String(http.StatusOK, "ok\n")
 }
 
 // ready answers 200 when Postgres, Kafka (and Redis) answer, with the

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chatpoc/chat-poc/apps/internal/cache"
 	"github.com/chatpoc/chat-poc/internal/change"
+	"github.com/chatpoc/chat-poc/internal/kafkaclient"
 )
 
 // Notifier receives the changes that are new.
@@ -34,6 +35,9 @@ const (
 	cacheTimeout = 500 * time.Millisecond
 	// redisRetry is how often a Redis that is down is pinged.
 	redisRetry = time.Second
+	// closeTimeout bounds closing the Kafka consumer (leaving the group,
+	// committing) at the end of Run, within the process's grace period.
+	closeTimeout = 5 * time.Second
 )
 
 // Consumer reads change records and notifies the new ones.
@@ -44,6 +48,7 @@ type Consumer struct {
 	mem      *Memory
 	notify   Notifier
 	metrics  *Metrics
+	outage   *kafkaclient.Outage
 	log      *slog.Logger
 
 	redisDown atomic.Bool
@@ -53,19 +58,26 @@ type Consumer struct {
 // NewConsumer returns a consumer that reads topics with consumer (not yet
 // subscribed), decides with c and mem, and tells notify.
 func NewConsumer(consumer *kafka.Consumer, topics change.Topics, c *cache.Cache, mem *Memory, notify Notifier, m *Metrics, log *slog.Logger) *Consumer {
-	return &Consumer{consumer: consumer, topics: topics, cache: c, mem: mem, notify: notify, metrics: m, log: log}
+	return &Consumer{consumer: consumer, topics: topics, cache: c, mem: mem, notify: notify, metrics: m,
+		outage: kafkaclient.NewOutage(log, m.kafkaDown), log: log}
 }
+
+// Outage tracks the consumer's Kafka outages (for the progress probe,
+// which notices the end of one).
+func (c *Consumer) Outage() *kafkaclient.Outage { return c.outage }
 
 // RedisDown reports whether the last Redis call failed: the app is
 // degraded (memory decides, loads come from Postgres and memory).
 func (c *Consumer) RedisDown() bool { return c.redisDown.Load() }
 
 // Run consumes until ctx ends, then closes the consumer (committing the
-// offsets of what it handled).
+// offsets of what it handled), giving up on the close after closeTimeout.
+// It returns an error when the consumer fails fatally: the process must
+// restart to get a new one.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer func() {
-		if err := c.consumer.Close(); err != nil {
-			c.log.Warn("close Kafka consumer", "err", err)
+		if !kafkaclient.CloseConsumer(c.consumer, closeTimeout) {
+			c.log.Warn("Kafka consumer did not close in time; left closing", "timeout", closeTimeout)
 		}
 	}()
 	if err := c.consumer.SubscribeTopics([]string{c.topics.Subscription()}, nil); err != nil {
@@ -75,6 +87,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		switch e := c.consumer.Poll(int(pollTimeout.Milliseconds())).(type) {
 		case *kafka.Message:
+			c.outage.Reachable()
 			c.handle(ctx, e)
 			// Handled: its offset may be committed (auto-commit of stored
 			// offsets), so a restart resumes after it.
@@ -83,12 +96,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 		case kafka.Error:
 			if e.IsFatal() {
-				return fmt.Errorf("kafka consumer: %w", e)
+				// Logged here, not only when Run's caller gets it: the
+				// close that follows may take its full timeout.
+				c.log.Error("Kafka consumer failed fatally; stopping", "err", e)
+				return kafkaclient.FatalError(e)
 			}
 			c.metrics.kafkaErrors.Inc()
-			if e.Code() == kafka.ErrAllBrokersDown {
-				c.log.Warn("Kafka unreachable; the client keeps retrying", "err", e)
-			}
+			c.outage.ClientError(e)
 		}
 		c.checkRedis(ctx)
 	}
@@ -230,6 +244,7 @@ type Metrics struct {
 	delay       prometheus.Histogram
 	redisDown   prometheus.Gauge
 	kafkaErrors prometheus.Counter
+	kafkaDown   prometheus.Gauge
 }
 
 // NewMetrics registers the live path's metrics with reg.
@@ -254,7 +269,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		kafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "internal_kafka_errors_total", Help: "Errors the Kafka client reported and retries by itself.",
 		}),
+		kafkaDown: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "internal_kafka_unreachable", Help: "1 while the live consumer's Kafka cluster is unreachable.",
+		}),
 	}
-	reg.MustRegister(m.records, m.pushed, m.malformed, m.delay, m.redisDown, m.kafkaErrors)
+	reg.MustRegister(m.records, m.pushed, m.malformed, m.delay, m.redisDown, m.kafkaErrors, m.kafkaDown)
 	return m
 }

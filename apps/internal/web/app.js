@@ -16,6 +16,7 @@ const app = {
   loaded: false,        // the current chat's load has arrived since (re)subscribing
   pending: [],          // updates that came before the load
   chatDeleted: false,
+  stalled: "",          // why this instance's live path is stalled, as it reports ("" when it is not)
   stats: { applied: 0, stale: 0, buffered: 0, frames: 0 },
 };
 window.chatApp = app; // for tests and curious people
@@ -29,7 +30,7 @@ function connect() {
   app.ws = ws;
   ws.onopen = () => {
     app.backoffMs = 500;
-    setConn("live", "live");
+    showLive();
     loadChats();
     if (app.current) subscribe(app.current, true);
   };
@@ -180,10 +181,18 @@ function render() {
   }
 }
 
+// showLive shows the open connection as live, or as stalled while the
+// instance reports its live path stalled (connected, but no updates flow).
+function showLive() {
+  if (!app.ws || app.ws.readyState !== WebSocket.OPEN) return;
+  if (app.stalled) setConn("stalled", "stalled: updates are delayed (" + app.stalled + ")");
+  else setConn("live", "live");
+}
+
 function setConn(cls, text) {
   const el = $("conn");
   el.className = "conn " + cls;
-  el.dataset.state = cls === "live" ? "open" : "closed";
+  el.dataset.state = cls === "live" ? "open" : cls === "stalled" ? "stalled" : "closed";
   el.textContent = text;
 }
 
@@ -205,5 +214,17 @@ async function pollSyncStatus() {
   setTimeout(pollSyncStatus, 3000);
 }
 
+// pollInstanceStatus asks this instance whether its live path delivers.
+async function pollInstanceStatus() {
+  try {
+    const resp = await fetch("/api/instance-status");
+    const s = await resp.json();
+    app.stalled = s.stalled || "";
+    showLive();
+  } catch { /* the connection indicator says what the WebSocket knows */ }
+  setTimeout(pollInstanceStatus, 2000);
+}
+
 connect();
 pollSyncStatus();
+pollInstanceStatus();

@@ -6,6 +6,7 @@
 //	devstack status [-dir D]          list the running stack's components and pids
 //	devstack kill|stop|start|restart COMPONENT [-dir D]
 //	devstack promote [-dir D]         promote the Postgres standby
+//	devstack dump [-dir D]            goroutine dumps of the running services, next to their logs
 //
 // Flags of up and exec:
 //
@@ -53,16 +54,16 @@ func main() {
 // run executes one devstack command and returns the process exit code.
 func run(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) (int, error) {
 	if len(args) == 0 {
-		return 2, errors.New("usage: devstack up|exec|env|status|kill|stop|start|restart|promote [flags]")
+		return 2, errors.New("usage: devstack up|exec|env|status|kill|stop|start|restart|promote|dump [flags]")
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "up", "exec":
 		return runStack(ctx, log, cmd, args, stdout, stderr)
-	case "env", "status", "promote", devstack.ActionKill, devstack.ActionStop, devstack.ActionStart, devstack.ActionRestart:
+	case "env", "status", "promote", "dump", devstack.ActionKill, devstack.ActionStop, devstack.ActionStart, devstack.ActionRestart:
 		return 0, control(ctx, cmd, args, stdout)
 	}
-	return 2, fmt.Errorf("unknown command %q: use up, exec, env, status, kill, stop, start, restart or promote", cmd)
+	return 2, fmt.Errorf("unknown command %q: use up, exec, env, status, kill, stop, start, restart, promote or dump", cmd)
 }
 
 func runStack(ctx context.Context, log *slog.Logger, cmd string, args []string, stdout, stderr io.Writer) (int, error) {
@@ -175,7 +176,7 @@ func control(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 	if err != nil {
 		return err
 	}
-	needComponent := cmd != "env" && cmd != "status" && cmd != "promote"
+	needComponent := cmd != "env" && cmd != "status" && cmd != "promote" && cmd != "dump"
 	if needComponent && component == "" {
 		return fmt.Errorf("usage: devstack %s COMPONENT [-dir D]", cmd)
 	}
@@ -201,6 +202,12 @@ func control(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 		return nil
 	case "promote":
 		return c.PromoteStandby(ctx)
+	case "dump":
+		paths, err := c.DumpGoroutines(ctx)
+		for _, p := range paths {
+			fmt.Fprintln(stdout, p)
+		}
+		return err
 	case devstack.ActionKill:
 		return c.Kill(ctx, n)
 	case devstack.ActionStop:
