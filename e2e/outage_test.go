@@ -47,6 +47,21 @@ func stopWithinGrace(ctx context.Context, t *testing.T, c *chaostest.Scenario, s
 	return services
 }
 
+// startAll starts services at once, as their supervisor would, and waits
+// until each is ready.
+func startAll(ctx context.Context, t *testing.T, c *chaostest.Scenario, services []devstack.Name) {
+	t.Helper()
+	errs := make(chan error, len(services))
+	for _, n := range services {
+		go func() { errs <- c.Stack.StartComponent(ctx, n) }()
+	}
+	for range services {
+		if err := <-errs; err != nil {
+			t.Fatalf("start again: %v", err)
+		}
+	}
+}
+
 // TestChaosKafkaAOutagesLiveUpdatesKeepFlowing stops Kafka cluster a
 // again and again under a storm, each time long enough for the sync to fail
 // over to cluster b and for every consumer of a to lose its group session,
@@ -59,7 +74,6 @@ func stopWithinGrace(ctx context.Context, t *testing.T, c *chaostest.Scenario, s
 // with readiness green) fails here, with goroutine dumps of the services.
 func TestChaosKafkaAOutagesLiveUpdatesKeepFlowing(t *testing.T) {
 	c := chaostest.New(t)
-	stacktest.DumpServicesOnFailure(t, c.Stack)
 	bootstrap := stacktest.Env(t, c.Stack, devstack.EnvKafkaABootstrap)
 	c.Run(func(ctx context.Context) {
 		for i := 0; i < chaostest.Times(3, 10); i++ {
@@ -84,11 +98,9 @@ func TestChaosKafkaAOutagesLiveUpdatesKeepFlowing(t *testing.T) {
 			}
 			chaostest.Pause(ctx, max(0, minOutage-time.Since(stopped)), max(0, minOutage-time.Since(stopped))+5*time.Second)
 			c.Start(ctx, devstack.KafkaA)
-			for _, n := range stoppedServices {
-				c.Start(ctx, n)
-			}
 			t.Logf("outage %d: kafka-a down for %s (the sync on cluster b after %s)", i+1,
 				time.Since(stopped).Round(time.Millisecond), failedOver.Round(time.Millisecond))
+			startAll(ctx, t, c, stoppedServices)
 			stacktest.WaitTransactionsSettled(t, c.Stack, "a", bootstrap, []string{"chat-messages", "chats"}, 3*time.Minute)
 			c.CheckDelivery(chaostest.DeliveryBound)
 		}

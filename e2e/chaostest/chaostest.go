@@ -9,12 +9,10 @@ package chaostest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -153,12 +151,11 @@ func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 const DeliveryBound = 30 * time.Second
 
 // CheckDelivery creates a chat on the stack's external service and fails
-// the test unless every recorder of Run is told of it within bound; on a
-// failure the stack's services' goroutines are dumped next to their logs.
+// the test unless every recorder of Run is told of it within bound.
 func (c *Scenario) CheckDelivery(bound time.Duration) {
 	t := c.t
 	t.Helper()
-	id := createChat(t, c.ext)
+	id := stacktest.CreateChat(t, c.ext)
 	began := time.Now()
 	var late []string
 	for time.Since(began) < bound {
@@ -174,28 +171,7 @@ func (c *Scenario) CheckDelivery(bound time.Duration) {
 		}
 		time.Sleep(50 * time.Millisecond) // polling the recorders, not waiting for readiness
 	}
-	stacktest.DumpServices(t, c.Stack)
 	t.Fatalf("delivery check: chat %s, created on external, did not reach %v within %s", id, late, bound)
-}
-
-// createChat creates a chat through external's API and returns its ID.
-func createChat(t *testing.T, baseURL string) string {
-	t.Helper()
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Post(baseURL+"/chats", "application/json", nil)
-	if err != nil {
-		t.Fatalf("create a chat on external: %v", err)
-	}
-	defer resp.Body.Close()
-	var v struct {
-		ID string `json:"id"`
-	}
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("create a chat on external: %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || v.ID == "" {
-		t.Fatalf("create a chat on external: id %q, %v", v.ID, err)
-	}
-	return v.ID
 }
 
 // LoadDB reads the rows of the chats recs name, failing t if it cannot.

@@ -85,13 +85,20 @@ func newTxnProducer(c Cluster, opts Options, log *slog.Logger) (*txnProducer, er
 
 // Drain serves kp's Events() and Logs() channels until kp is closed (Close
 // closes both), so that librdkafka's poller never waits for us: client
-// errors go to log at debug level, librdkafka's log as
+// errors go to log at debug level (a fatal one at error), librdkafka's log as
 // kafkaclient.ForwardLogs says (debug: its debug contexts are on).
 func Drain(kp *kafka.Producer, log *slog.Logger, debug bool) {
 	go func() {
 		for ev := range kp.Events() {
-			if err, ok := ev.(kafka.Error); ok {
-				log.Debug("kafka client error", "err", err, "fatal", err.IsFatal())
+			err, ok := ev.(kafka.Error)
+			switch {
+			case !ok:
+			case err.IsFatal():
+				// The producer is unusable: every send fails from now on
+				// (its owner finds out from them), and this says why.
+				log.Error("Kafka producer failed fatally", "err", err)
+			default:
+				log.Debug("kafka client error", "err", err)
 			}
 		}
 	}()

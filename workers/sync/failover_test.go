@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -210,11 +208,7 @@ func TestStackSyncPublishesExternalChanges(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Post(stacktest.Env(t, stack, devstack.EnvExternalURL)+"/chats", "application/json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chatID := decodeID(t, resp)
+	chatID := stacktest.CreateChat(t, stacktest.Env(t, stack, devstack.EnvExternalURL))
 	stacktest.WaitFor(t, time.Minute, "chat "+chatID+" in Kafka", func() error {
 		recs, err := records(map[string]bool{chatID: true}, traces...)
 		if err != nil {
@@ -237,19 +231,4 @@ func TestStackSyncPublishesExternalChanges(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-func decodeID(t *testing.T, resp *http.Response) string {
-	t.Helper()
-	defer resp.Body.Close()
-	var v struct {
-		ID string `json:"id"`
-	}
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("create: %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || v.ID == "" {
-		t.Fatalf("create: id %q, %v", v.ID, err)
-	}
-	return v.ID
 }

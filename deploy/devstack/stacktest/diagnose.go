@@ -11,8 +11,7 @@ import (
 // DumpServices asks the launcher for a goroutine dump of every running
 // service of the stack (written next to their logs) and logs where the
 // dumps and logs are: what a stall or a hang needs to be explained after
-// the fact. Tests call it when they fail on something a process did or did
-// not do.
+// the fact. Connect arranges it for every test that fails.
 func DumpServices(t testing.TB, c *devstack.Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -5,9 +5,11 @@ package stacktest
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -26,6 +28,8 @@ import (
 
 // Connect returns a client of the shared test stack. It fails the test with
 // the command to use when the tests were not started through `make test`.
+// If the test fails, the stack's services' goroutines are dumped when it
+// ends (DumpServices).
 func Connect(t testing.TB) *devstack.Client {
 	t.Helper()
 	dir := os.Getenv(devstack.EnvDir)
@@ -37,6 +41,9 @@ func Connect(t testing.TB) *devstack.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A test that fails on the shared stack leaves the goroutines of every
+	// service next to its log: what a stalled or wedged process was doing.
+	DumpServicesOnFailure(t, c)
 	return c
 }
 
@@ -190,4 +197,25 @@ func Pool(t testing.TB, dsn string, maxConns int32) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// CreateChat creates a chat through the external service's API at baseURL
+// and returns its ID.
+func CreateChat(t testing.TB, baseURL string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Post(baseURL+"/chats", "application/json", nil)
+	if err != nil {
+		t.Fatalf("create a chat on external: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("create a chat on external: %s", resp.Status)
+	}
+	var v struct {
+		ID string `json:"id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || v.ID == "" {
+		t.Fatalf("create a chat on external: id %q, %v", v.ID, err)
+	}
+	return v.ID
 }
