@@ -16,10 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// DebugDoc documents the KAFKA_DEBUG variable of every binary with a Kafka
-// client.
-const DebugDoc = "librdkafka debug contexts (e.g. cgrp,fetch,broker or all), logged at info; empty: none"
-
 // SetDebug switches librdkafka's debug contexts on in cm (a comma-separated
 // list, e.g. "cgrp,fetch"); empty leaves them off.
 func SetDebug(cm *kafka.ConfigMap, contexts string) error {

@@ -150,7 +150,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	service.Serve(gctx, g, httpSrv, 5*time.Second, log)
+	service.Serve(gctx, g, httpSrv, shutdownTimeout, log)
 	g.Go(func() error { return w.Run(gctx) })
 	g.Go(func() error { wd.Run(gctx); return nil })
 	err = g.Wait()

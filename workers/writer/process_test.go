@@ -150,7 +150,7 @@ func TestSIGTERMAppliesTheOpenBatchAndLeaves(t *testing.T) {
 	if err := w.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	code, err := w.Wait(shutdownTimeout + 5*time.Second)
+	code, err := w.Wait(shutdownApplyTimeout + closeTimeout + dlqCloseTimeout) // its bounds on the way out
 	if err != nil || code != 0 {
 		t.Fatalf("after SIGTERM: exit code %d, %v; want 0", code, err)
 	}
