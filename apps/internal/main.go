@@ -69,7 +69,7 @@ const (
 // shutdownTimeout bounds draining HTTP requests on SIGTERM (WebSockets are
 // closed with "going away" and the browsers reconnect elsewhere). With the
 // consumer's close (live.closeTimeout, in parallel) it stays within the 20 s
-// the local launcher and the manifests grant.
+// the local launcher grants (the Kubernetes manifests, 30 s).
 const shutdownTimeout = 10 * time.Second
 
 func main() { service.Main("internal", run) }

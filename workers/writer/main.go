@@ -55,8 +55,8 @@ const (
 	// shutdownTimeout bounds the HTTP server's drain on a graceful stop;
 	// meanwhile the open batch is applied (shutdownApplyTimeout) and the
 	// group left (closeTimeout), then the dead-letter producer closes
-	// (dlqCloseTimeout): all within the 20 s the local launcher and the
-	// manifests grant, whatever state Kafka and Postgres are in.
+	// (dlqCloseTimeout): all within the 20 s the local launcher grants (the
+	// Kubernetes manifests, 30 s), whatever state Kafka and Postgres are in.
 	shutdownTimeout = 5 * time.Second
 	// dlqCloseTimeout bounds closing the dead-letter producer. Dead letters
 	// not yet acknowledged by then belong to a batch that was not
