@@ -22,6 +22,7 @@ import (
 
 	"github.com/chatpoc/chat-poc/apps/external/store"
 	"github.com/chatpoc/chat-poc/internal/echoapp"
+	"github.com/chatpoc/chat-poc/internal/service"
 	"github.com/chatpoc/chat-poc/internal/wshub"
 )
 
@@ -112,6 +113,7 @@ func New(st Store, ui fs.FS, cfg Config, log *slog.Logger) *Server {
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", s.ready)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	e.Any("/debug/pprof/*", echo.WrapHandler(service.Pprof()))
 	e.GET("/*", echo.WrapHandler(http.FileServerFS(ui)))
 	return s
 }

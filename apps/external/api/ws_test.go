@@ -123,7 +123,13 @@ func TestWebSocketSubscriptions(t *testing.T) {
 	all.expect("update", newChat)
 
 	// After unsub, the chat's updates stop; a later chat's newChat is the next frame.
+	// The unsub frame and the message's HTTP request race (a clean-clone CI run
+	// saw the message pushed before the unsub was read); the server handles a
+	// connection's frames in order, so the answer to a frame sent after the
+	// unsub proves it applied.
 	one.send(`{"type":"unsub","id":"` + chat + `"}`)
+	one.send(`{"type":"sub","id":"not-a-uuid"}`)
+	one.expect("error", "not-a-uuid")
 	unsubscribed := createMessage(t, base, chat, "nobody listens")
 	all.expect("update", chat)
 	marker := createChat(t, base)
