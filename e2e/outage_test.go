@@ -12,10 +12,10 @@ import (
 )
 
 // minOutage is the shortest Kafka-a outage of the loop: longer than the
-// consumers' group session timeouts (6 s; the internal app's was 10 s while
-// it was a static member), so that every consumer of cluster a loses its
-// session while the cluster is down and joins its group again "blind" when
-// it is back — the rejoin that can fence a static member (issue 15). A
+// consumers' group session timeouts (the internal app's 10 s, the writers'
+// 6 s), so that every consumer of cluster a loses its session while the
+// cluster is down and joins its group again "blind" when it is back — the
+// rejoin that can fence the internal app's static member (issue 15). A
 // quick stop/start does not get there.
 const minOutage = 12 * time.Second
 

@@ -58,14 +58,6 @@ type Config struct {
 	LogLevel          string        `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error"`
 }
 
-// Group session: how long the group waits for a member that stopped
-// answering (a crashed instance) before giving its partitions to the next
-// one: the broker's minimum.
-const (
-	sessionTimeoutMs = 6000
-	heartbeatMs      = 1500
-)
-
 // shutdownTimeout bounds draining HTTP requests on SIGTERM (WebSockets are
 // closed with "going away" and the browsers reconnect elsewhere). With the
 // consumer's close (live.closeTimeout, in parallel) it stays within the 20 s
@@ -196,31 +188,33 @@ func newApp(cfg Config, log *slog.Logger) (*app, error) {
 	return a, nil
 }
 
-// newConsumer creates the instance's consumer: its own group, starting at
-// the newest records when the group is new (clients load history from the
+// newConsumer creates the instance's consumer: its own group with static
+// membership (a restart takes its partitions back at once), starting at the
+// newest records when the group is new (clients load history from the
 // database), offsets committed after their records were handled.
 //
-// The group's member is dynamic, not static (no group.instance.id): after
-// an outage longer than the session timeout librdkafka rejoins a static
-// member "blind" (without its member id), and when the coordinator also
-// processes an earlier attempt of the same client, the two fence each
-// other: FENCED_INSTANCE_ID, a fatal error, and — with confluent-kafka-go
-// v2.11.1 — a Close that never returns (issue 15). A dynamic member cannot
-// be fenced. What static membership bought, a restart taking the
-// partitions back at once, costs at most sessionTimeoutMs after a crash
-// (a graceful stop leaves the group, so the next start joins at once).
+// A static member can be fenced by itself: after an outage longer than the
+// session timeout librdkafka rejoins "blind" (without its member id), and
+// when the coordinator also processes an earlier attempt of the same
+// client, the later join fences the other: FENCED_INSTANCE_ID, a fatal
+// error (issue 15). live.Consumer.Run then logs it and returns, its close
+// bounded (confluent-kafka-go v2.11.1's Close never returns after a fatal
+// error), and the process exits to be restarted; its successor takes the
+// partitions back at once. (A dynamic member cannot be fenced, but a
+// restart after a crash then waited for the dead member's session: the
+// browser test that kills the instance saw no update for 16 s.)
 func newConsumer(cfg Config, log *slog.Logger) (*kafka.Consumer, error) {
 	cm := &kafka.ConfigMap{
 		"bootstrap.servers":                  cfg.KafkaBootstrap,
 		"group.id":                           cfg.Group,
+		"group.instance.id":                  cfg.Group,
 		"client.id":                          "internal-" + cfg.Identity,
 		"isolation.level":                    "read_committed",
 		"auto.offset.reset":                  "latest",
 		"enable.auto.commit":                 true,
 		"enable.auto.offset.store":           false,
 		"auto.commit.interval.ms":            1000,
-		"session.timeout.ms":                 sessionTimeoutMs,
-		"heartbeat.interval.ms":              heartbeatMs,
+		"session.timeout.ms":                 10000,
 		"topic.metadata.refresh.interval.ms": 3000,
 		"socket.nagle.disable":               true,
 		"go.logs.channel.enable":             true,
