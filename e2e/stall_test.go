@@ -55,7 +55,9 @@ func TestStalledInstanceIsShownAndRestartedByTheLauncher(t *testing.T) {
 	tab.WaitVisible(tidAt("conn-status", "data-state", "stalled"))
 	t.Logf("its page shows %q", tab.Text(tid("conn-status")))
 
-	// Past the liveness bound (a minute), the launcher restarts it.
+	// Past the liveness bound (a minute), the launcher restarts it; the page
+	// retries meanwhile.
+	tab.AllowErrors("WebSocket connection", "ERR_CONNECTION_REFUSED")
 	stacktest.WaitFor(t, 4*time.Minute, "the launcher to restart internal-a1", func() error {
 		if pid := pidOf(t, stack, devstack.InternalA1); pid == pidBefore || pid == 0 {
 			return fmt.Errorf("pid %d", pid)
