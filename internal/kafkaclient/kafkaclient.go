@@ -26,20 +26,21 @@ func SetDebug(cm *kafka.ConfigMap, contexts string) error {
 }
 
 // ForwardLogs serves logs (a client's Logs() channel, created with
-// go.logs.channel.enable) until it is closed: each librdkafka line goes to
-// log, at its own syslog severity mapped onto slog's levels. With debug
-// contexts on (debug), their lines are logged at info: the operator asked
-// for them, and the process's level need not change.
+// go.logs.channel.enable) until it is closed. librdkafka's own lines go to
+// log at debug level: what they report (a refused connection at every
+// reconnect during an outage, a coordinator still loading) reaches us as
+// client errors too, which the caller logs once per outage (Outage). Only a
+// critical line (syslog severity 2 or less: a fatal error) is logged at
+// error. With debug contexts on (debug), every line is logged at info: the
+// operator asked for them, and the process's level need not change.
 func ForwardLogs(logs chan kafka.LogEvent, log *slog.Logger, debug bool) {
 	go func() {
 		for l := range logs {
 			level := slog.LevelDebug
 			switch {
-			case l.Level <= 3: // emerg, alert, crit, err
+			case l.Level <= 2: // emerg, alert, crit
 				level = slog.LevelError
-			case l.Level == 4: // warning
-				level = slog.LevelWarn
-			case debug || l.Level <= 6: // notice, info
+			case debug:
 				level = slog.LevelInfo
 			}
 			log.Log(context.Background(), level, "librdkafka", "tag", l.Tag, "syslog_level", l.Level, "text", l.Message)
