@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -50,7 +49,7 @@ func TestStalledInstanceIsShownAndRestartedByTheLauncher(t *testing.T) {
 
 	rogue := joinGroup(t, stacktest.Env(t, stack, devstack.EnvKafkaABootstrap), string(devstack.InternalA1), "")
 	joined := time.Now()
-	waitHTTP(t, intURL+"/readyz", http.StatusServiceUnavailable, "live-consumer stalled", 2*time.Minute)
+	stacktest.WaitHTTP(t, intURL+"/readyz", http.StatusServiceUnavailable, "live-consumer stalled", 2*time.Minute)
 	t.Logf("internal-a1 not ready %s after the rogue member joined its group", time.Since(joined).Round(100*time.Millisecond))
 	tab.WaitVisible(tidAt("conn-status", "data-state", "stalled"))
 	t.Logf("its page shows %q", tab.Text(tid("conn-status")))
@@ -67,8 +66,8 @@ func TestStalledInstanceIsShownAndRestartedByTheLauncher(t *testing.T) {
 	t.Logf("internal-a1 restarted by the launcher %s after the rogue joined", time.Since(joined).Round(time.Second))
 	rogue.leave()
 
-	waitHTTP(t, intURL+"/readyz", http.StatusOK, "", 3*time.Minute)
-	waitHTTP(t, intURL+"/healthz", http.StatusOK, "ok", time.Minute)
+	stacktest.WaitHTTP(t, intURL+"/readyz", http.StatusOK, "", 3*time.Minute)
+	stacktest.WaitHTTP(t, intURL+"/healthz", http.StatusOK, "ok", time.Minute)
 	tab.WaitVisible(tidAt("conn-status", "data-state", "open"))
 }
 
@@ -85,24 +84,6 @@ func pidOf(t *testing.T, stack *devstack.Client, n devstack.Name) int {
 		}
 	}
 	return 0
-}
-
-// waitHTTP waits until GET url answers code with a body containing want.
-func waitHTTP(t *testing.T, url string, code int, want string, deadline time.Duration) {
-	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second}
-	stacktest.WaitFor(t, deadline, fmt.Sprintf("%s to answer %d %q", url, code, want), func() error {
-		resp, err := client.Get(url)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		if resp.StatusCode != code || !strings.Contains(string(b), want) {
-			return fmt.Errorf("%d %q", resp.StatusCode, b)
-		}
-		return nil
-	})
 }
 
 // rogueMember is a consumer in someone else's group: it holds the
@@ -210,7 +191,7 @@ func TestFencedInstanceExitsAndIsRestarted(t *testing.T) {
 		t.Errorf("internal-a1's log does not say it was fenced and failed fatally")
 	}
 
-	waitHTTP(t, intURL+"/readyz", http.StatusOK, "", 3*time.Minute)
+	stacktest.WaitHTTP(t, intURL+"/readyz", http.StatusOK, "", 3*time.Minute)
 	rec := chaostest.StartRecorder("internal-a1", intURL)
 	defer rec.Stop()
 	chat := stacktest.CreateChat(t, stacktest.Env(t, stack, devstack.EnvExternalURL))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -25,21 +24,6 @@ func httpStatus(url string) (int, string, error) {
 	return resp.StatusCode, b.String(), nil
 }
 
-// wantHTTP waits until GET url answers code with a body containing want.
-func wantHTTP(t *testing.T, url string, code int, want string) {
-	t.Helper()
-	waitFor(t, fmt.Sprintf("%s to answer %d %q", url, code, want), func() error {
-		got, body, err := httpStatus(url)
-		if err != nil {
-			return err
-		}
-		if got != code || !strings.Contains(body, want) {
-			return fmt.Errorf("%d %q", got, body)
-		}
-		return nil
-	})
-}
-
 // TestStalledLiveConsumerIsVisibleAndFailsLiveness stops the live
 // consumer's fetches (librdkafka's pause, as a wedged client's fetches
 // would stop) while a record waits on its topic: within the stall bound
@@ -52,8 +36,8 @@ func TestStalledLiveConsumerIsVisibleAndFailsLiveness(t *testing.T) {
 	const stallAfter, deadAfter = 3 * time.Second, 8 * time.Second
 	e := newAppEnv(t, func(c *Config) { c.StallAfter, c.DeadAfter = stallAfter, deadAfter })
 	e.waitConsuming()
-	wantHTTP(t, e.url+"/readyz", http.StatusOK, "ok")
-	wantHTTP(t, e.url+"/healthz", http.StatusOK, "ok")
+	stacktest.WaitHTTP(t, e.url+"/readyz", http.StatusOK, "ok", time.Minute)
+	stacktest.WaitHTTP(t, e.url+"/healthz", http.StatusOK, "ok", time.Minute)
 
 	tab := browsertest.New(t).NewTab(t)
 	tab.Navigate(e.url)
@@ -70,7 +54,7 @@ func TestStalledLiveConsumerIsVisibleAndFailsLiveness(t *testing.T) {
 	e.produceChats(chatdbtest.ChatNew(e.prefix+"-waiting", 1))
 	produced := time.Now()
 
-	wantHTTP(t, e.url+"/readyz", http.StatusServiceUnavailable, "live-consumer stalled")
+	stacktest.WaitHTTP(t, e.url+"/readyz", http.StatusServiceUnavailable, "live-consumer stalled", time.Minute)
 	t.Logf("/readyz failed %s after the record waiting (bound %s, probed every 2 s)", time.Since(produced).Round(100*time.Millisecond), stallAfter)
 	if _, body, _ := httpStatus(e.url + "/readyz"); !strings.Contains(body, e.cfg.ChatTopic) {
 		t.Errorf("/readyz: %q does not name the waiting partition's topic %s", body, e.cfg.ChatTopic)
@@ -82,7 +66,7 @@ func TestStalledLiveConsumerIsVisibleAndFailsLiveness(t *testing.T) {
 	if code, _, _ := httpStatus(e.url + "/healthz"); code != http.StatusOK && time.Since(produced) < deadAfter {
 		t.Errorf("/healthz failed %s after the record, before the liveness bound %s", time.Since(produced), deadAfter)
 	}
-	wantHTTP(t, e.url+"/healthz", http.StatusServiceUnavailable, "past the liveness bound")
+	stacktest.WaitHTTP(t, e.url+"/healthz", http.StatusServiceUnavailable, "past the liveness bound", time.Minute)
 	t.Logf("/healthz failed %s after the record (bound %s)", time.Since(produced).Round(100*time.Millisecond), deadAfter)
 	mf, err := stacktest.ScrapeMetrics(e.url + "/metrics")
 	if err != nil {
@@ -102,7 +86,7 @@ func TestStalledLiveConsumerIsVisibleAndFailsLiveness(t *testing.T) {
 	if err := e.app.kafka.Resume(assigned); err != nil {
 		t.Fatal(err)
 	}
-	wantHTTP(t, e.url+"/readyz", http.StatusOK, "ok")
-	wantHTTP(t, e.url+"/healthz", http.StatusOK, "ok")
+	stacktest.WaitHTTP(t, e.url+"/readyz", http.StatusOK, "ok", time.Minute)
+	stacktest.WaitHTTP(t, e.url+"/healthz", http.StatusOK, "ok", time.Minute)
 	tab.WaitVisible(open)
 }

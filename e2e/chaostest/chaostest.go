@@ -147,7 +147,7 @@ func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 // DeliveryBound is how long a chat created on external may take to reach
 // every recorder after a disruption ended: the pipeline takes tens of
 // milliseconds; a restarted cluster, MirrorMaker 2 catching up, or an
-// instance restarted by its watchdog take seconds.
+// instance restarted after a fatal Kafka error take seconds.
 const DeliveryBound = 30 * time.Second
 
 // CheckDelivery creates a chat on the stack's external service and fails
@@ -157,21 +157,19 @@ func (c *Scenario) CheckDelivery(bound time.Duration) {
 	t.Helper()
 	id := stacktest.CreateChat(t, c.ext)
 	began := time.Now()
-	var late []string
-	for time.Since(began) < bound {
-		late = late[:0]
+	stacktest.WaitFor(t, bound, "chat "+id+", created on external, to reach every client", func() error {
+		var late []string
 		for _, r := range c.recorders {
 			if !r.SawChat(id) {
 				late = append(late, r.Name())
 			}
 		}
-		if len(late) == 0 {
-			t.Logf("delivery check: chat %s reached %d clients %s after it was created", id, len(c.recorders), time.Since(began).Round(time.Millisecond))
-			return
+		if len(late) > 0 {
+			return fmt.Errorf("not yet told: %v", late)
 		}
-		time.Sleep(50 * time.Millisecond) // polling the recorders, not waiting for readiness
-	}
-	t.Fatalf("delivery check: chat %s, created on external, did not reach %v within %s", id, late, bound)
+		return nil
+	})
+	t.Logf("delivery check: chat %s reached %d clients %s after it was created", id, len(c.recorders), time.Since(began).Round(time.Millisecond))
 }
 
 // LoadDB reads the rows of the chats recs name, failing t if it cannot.

@@ -5,10 +5,12 @@ package stacktest
 
 import (
 	"context"
-	"encoding/json"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -218,4 +220,23 @@ func CreateChat(t testing.TB, baseURL string) string {
 		t.Fatalf("create a chat on external: id %q, %v", v.ID, err)
 	}
 	return v.ID
+}
+
+// WaitHTTP waits up to deadline until GET url answers code with a body
+// containing want.
+func WaitHTTP(t testing.TB, url string, code int, want string, deadline time.Duration) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	WaitFor(t, deadline, fmt.Sprintf("%s to answer %d %q", url, code, want), func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if resp.StatusCode != code || !strings.Contains(string(b), want) {
+			return fmt.Errorf("%d %q", resp.StatusCode, b)
+		}
+		return nil
+	})
 }
