@@ -160,7 +160,7 @@ func newApp(cfg Config, log *slog.Logger) (*app, error) {
 			Stalled:        func() error { return a.watchdog.Stalled() },
 			Live:           func() error { return a.watchdog.Dead() },
 		}, log)
-	a.consumer = live.NewConsumer(consumer, topics, c, mem, a.server.Hub(), live.NewMetrics(reg), log)
+	a.consumer = live.NewConsumer(consumer, cfg.Group, topics, c, mem, a.server.Hub(), live.NewMetrics(reg), log)
 	a.kafka = consumer
 
 	// The watchdog: every partition of the change topics is this
@@ -171,6 +171,7 @@ func newApp(cfg Config, log *slog.Logger) (*app, error) {
 		Match:  func(topic string) bool { _, _, ok := topics.Parse(topic); return ok },
 		All:    true,
 		Outage: a.consumer.Outage(),
+		Polled: a.consumer.Polled,
 	})
 	if err != nil {
 		a.close()
@@ -189,9 +190,20 @@ func newApp(cfg Config, log *slog.Logger) (*app, error) {
 }
 
 // newConsumer creates the instance's consumer: its own group with static
-// membership (a restart takes its partitions back at once), starting at the
-// newest records when the group is new (clients load history from the
-// database), offsets committed after their records were handled.
+// membership (a restart takes its partitions back at once), offsets
+// committed after their records were handled. A new group starts at the
+// newest records (clients load history from the database): live.Consumer
+// commits the ends of the topics for it before it joins, and a partition
+// without a committed offset, one created since, is read from its
+// beginning (auto.offset.reset=earliest; "latest" skipped the records
+// written to a partition the group had never consumed from while the
+// consumer was out of its group: issue 15).
+//
+// After an outage the consumer reconnects within reconnect.backoff.max.ms
+// (1 s instead of librdkafka's 10 s: the rejoin, and the next record,
+// waited up to 10 s after the cluster was back), and a rebalance that does
+// not complete is abandoned after max.poll.interval.ms (the rebalance
+// timeout; 30 s instead of 5 min: the loop polls every 100 ms).
 //
 // A static member can be fenced by itself: after an outage longer than the
 // session timeout librdkafka rejoins "blind" (without its member id), and
@@ -210,11 +222,13 @@ func newConsumer(cfg Config, log *slog.Logger) (*kafka.Consumer, error) {
 		"group.instance.id":                  cfg.Group,
 		"client.id":                          "internal-" + cfg.Identity,
 		"isolation.level":                    "read_committed",
-		"auto.offset.reset":                  "latest",
+		"auto.offset.reset":                  "earliest",
 		"enable.auto.commit":                 true,
 		"enable.auto.offset.store":           false,
 		"auto.commit.interval.ms":            1000,
 		"session.timeout.ms":                 10000,
+		"max.poll.interval.ms":               30000,
+		"reconnect.backoff.max.ms":           1000,
 		"topic.metadata.refresh.interval.ms": 3000,
 		"socket.nagle.disable":               true,
 		"go.logs.channel.enable":             true,

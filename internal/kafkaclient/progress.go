@@ -54,6 +54,12 @@ type ProgressOptions struct {
 	// Outage, if not nil, is told when the consumer's own client answers
 	// again.
 	Outage *Outage
+	// Polled, if not nil, returns when the consumer's loop last polled
+	// (or otherwise showed it is alive): a loop that stopped is stalled
+	// since then, whatever its partitions look like (a partition with
+	// nothing new shows no stall, and a loop stuck in its handling of a
+	// record stops nothing else).
+	Polled func() time.Time
 	// Durable, if not nil, returns the partitions whose records the
 	// consumer has read but not yet made durable (a writer's batch not yet
 	// committed to Postgres), each with the offset up to which its work is
@@ -79,6 +85,11 @@ func NewProgress(consumer *kafka.Consumer, opts ProgressOptions) (*Progress, err
 	return &Progress{consumer: consumer, admin: admin, opts: opts, parts: map[Partition]*partitionProgress{}}, nil
 }
 
+// pollGrace is how long a consumer's loop may go without polling before
+// the probe counts it as stalled (it polls every 100 ms or so; a record's
+// handling is bounded well below this).
+const pollGrace = 5 * time.Second
+
 // closeTimeout bounds closing the probe's admin client.
 const closeTimeout = 2 * time.Second
 
@@ -95,9 +106,14 @@ func (p *Progress) Probe(ctx context.Context) (time.Duration, string, error) {
 			p.opts.Outage.Reachable()
 		}
 	}
-	timeoutMs := 5000
-	if d, ok := ctx.Deadline(); ok {
-		timeoutMs = max(1, int(time.Until(d)/time.Millisecond))
+
+	var loop time.Duration
+	var loopWhat string
+	if p.opts.Polled != nil {
+		if last := p.opts.Polled(); !last.IsZero() && time.Since(last) > pollGrace {
+			loop = time.Since(last)
+			loopWhat = fmt.Sprintf("the consumer has not polled for %s", loop.Round(time.Second))
+		}
 	}
 
 	positions := map[Partition]int64{}
@@ -117,7 +133,7 @@ func (p *Progress) Probe(ctx context.Context) (time.Duration, string, error) {
 
 	watched := map[kafka.TopicPartition]kafka.OffsetSpec{}
 	if p.opts.All {
-		md, err := p.admin.GetMetadata(nil, true, timeoutMs)
+		md, err := p.admin.GetMetadata(nil, true, timeoutMs(ctx))
 		if err != nil {
 			return 0, "", fmt.Errorf("metadata: %w", err)
 		}
@@ -143,7 +159,7 @@ func (p *Progress) Probe(ctx context.Context) (time.Duration, string, error) {
 	}
 	if len(watched) == 0 {
 		clear(p.parts)
-		return 0, "", nil
+		return loop, loopWhat, nil
 	}
 	res, err := p.admin.ListOffsets(ctx, watched, kafka.SetAdminIsolationLevel(kafka.IsolationLevelReadCommitted))
 	if err != nil {
@@ -152,8 +168,7 @@ func (p *Progress) Probe(ctx context.Context) (time.Duration, string, error) {
 
 	now := time.Now()
 	seen := map[Partition]bool{}
-	var worst time.Duration
-	var what string
+	worst, what := loop, loopWhat
 	for tp, info := range res.ResultInfos {
 		if info.Error.Code() != kafka.ErrNoError || info.Offset < 0 {
 			continue

@@ -272,3 +272,80 @@ func TestFencedStaticMemberFailsFatallyAndClosesWithinBound(t *testing.T) {
 	}
 	t.Logf("the fenced consumer's Close finished within the bound: %v", finished)
 }
+
+// A consumer whose loop stopped polling is stalled since its last poll,
+// even with nothing waiting on its partitions; one that polls is not.
+func TestProgressSeesALoopThatStoppedPolling(t *testing.T) {
+	t.Parallel()
+	var last time.Time
+	e := newProgressEnv(t, 1, kafkaclient.ProgressOptions{All: true, Polled: func() time.Time { return last }})
+	if err := e.consumer.Subscribe(e.topic, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.produce(e.topic, 3)
+	e.consume(3)
+
+	last = time.Now()
+	if stalled, what := e.probe(); stalled != 0 {
+		t.Fatalf("a loop that just polled reported stalled %s (%s)", stalled, what)
+	}
+	last = time.Now().Add(-time.Minute)
+	stalled, what := e.probe()
+	if stalled < time.Minute || !strings.Contains(what, "has not polled") {
+		t.Fatalf("a loop silent for a minute: stalled %s (%q), want >= 1m and what says it has not polled", stalled, what)
+	}
+}
+
+// A partition the consumer has read nothing from, whose end moves only by
+// transaction markers (its producer's transactions aborted, as when the
+// sync fails over to the other cluster), is not stalled: no record will
+// ever come there, and librdkafka moves the position past the markers.
+func TestProgressIgnoresAbortedTransactions(t *testing.T) {
+	t.Parallel()
+	e := newProgressEnv(t, 1, kafkaclient.ProgressOptions{All: true})
+	if err := e.consumer.Subscribe(e.topic, nil); err != nil {
+		t.Fatal(err)
+	}
+	stacktest.WaitFor(t, time.Minute, "the partition assigned", func() error {
+		e.consumer.Poll(100)
+		if a, err := e.consumer.Assignment(); err != nil || len(a) == 0 {
+			return fmt.Errorf("assignment %v, %v", a, err)
+		}
+		return nil
+	})
+	e.probe() // the end before the transaction
+
+	tp, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": e.bootstrap, "transactional.id": e.topic + "-tx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := tp.InitTransactions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &e.topic, Partition: 0}, Value: []byte("aborted")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tp.Flush(10_000)
+	if err := tp.AbortTransaction(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Well past a probe interval, nothing is stalled.
+	var stalled time.Duration
+	var what string
+	for until := time.Now().Add(4 * time.Second); time.Now().Before(until); {
+		if m, ok := e.consumer.Poll(100).(*kafka.Message); ok {
+			t.Fatalf("read an aborted record: %v", m)
+		}
+		stalled, what = e.probe()
+	}
+	if stalled != 0 {
+		t.Fatalf("stalled %s (%s) with only aborted records waiting", stalled, what)
+	}
+}

@@ -43,6 +43,7 @@ const (
 // Consumer reads change records and notifies the new ones.
 type Consumer struct {
 	consumer *kafka.Consumer
+	group    string
 	topics   change.Topics
 	cache    *cache.Cache
 	mem      *Memory
@@ -53,18 +54,32 @@ type Consumer struct {
 
 	redisDown atomic.Bool
 	lastPing  time.Time
+	polled    atomic.Int64 // unix nanoseconds of the loop's last turn
 }
 
 // NewConsumer returns a consumer that reads topics with consumer (not yet
-// subscribed), decides with c and mem, and tells notify.
-func NewConsumer(consumer *kafka.Consumer, topics change.Topics, c *cache.Cache, mem *Memory, notify Notifier, m *Metrics, log *slog.Logger) *Consumer {
-	return &Consumer{consumer: consumer, topics: topics, cache: c, mem: mem, notify: notify, metrics: m,
+// subscribed, a member of group, reading a partition without a committed
+// offset from its beginning), decides with c and mem, and tells notify.
+func NewConsumer(consumer *kafka.Consumer, group string, topics change.Topics, c *cache.Cache, mem *Memory, notify Notifier, m *Metrics, log *slog.Logger) *Consumer {
+	return &Consumer{consumer: consumer, group: group, topics: topics, cache: c, mem: mem, notify: notify, metrics: m,
 		outage: kafkaclient.NewOutage(log, m.kafkaDown), log: log}
 }
 
 // Outage tracks the consumer's Kafka outages (for the progress probe,
 // which notices the end of one).
 func (c *Consumer) Outage() *kafkaclient.Outage { return c.outage }
+
+// Polled returns when the consumer's loop last went round (zero before
+// Run): a loop that stopped going round is stalled (see
+// kafkaclient.ProgressOptions.Polled).
+func (c *Consumer) Polled() time.Time {
+	if n := c.polled.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+func (c *Consumer) markPolled() { c.polled.Store(time.Now().UnixNano()) }
 
 // RedisDown reports whether the last Redis call failed: the app is
 // degraded (memory decides, loads come from Postgres and memory).
@@ -80,11 +95,18 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.log.Warn("Kafka consumer did not close in time; left closing", "timeout", closeTimeout)
 		}
 	}()
+	if err := c.startNewGroupAtEnd(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before Kafka answered
+		}
+		return err
+	}
 	if err := c.consumer.SubscribeTopics([]string{c.topics.Subscription()}, nil); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", c.topics.Subscription(), err)
 	}
 	c.log.Info("consuming", "topics", c.topics.Subscription())
 	for ctx.Err() == nil {
+		c.markPolled()
 		switch e := c.consumer.Poll(int(pollTimeout.Milliseconds())).(type) {
 		case *kafka.Message:
 			c.outage.Reachable()
@@ -107,6 +129,45 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.checkRedis(ctx)
 	}
 	return nil
+}
+
+// groupStartRetry is how often startNewGroupAtEnd tries again while Kafka
+// does not answer or the group still has a member.
+const groupStartRetry = time.Second
+
+// startNewGroupAtEnd makes a group that has never committed start at the
+// end of the change topics (kafkaclient.StartNewGroupAtEnd); the consumer
+// reads a partition that has no committed offset from its beginning
+// (auto.offset.reset=earliest). It tries until it has checked the group or
+// ctx ends (its error then).
+func (c *Consumer) startNewGroupAtEnd(ctx context.Context) error {
+	admin, err := kafka.NewAdminClientFromConsumer(c.consumer)
+	if err != nil {
+		return fmt.Errorf("admin client on the live consumer: %w", err)
+	}
+	defer admin.Close()
+	match := func(topic string) bool { _, _, ok := c.topics.Parse(topic); return ok }
+	for logged := false; ; {
+		c.markPolled() // waiting for Kafka, not stuck
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		started, err := kafkaclient.StartNewGroupAtEnd(actx, admin, c.group, match)
+		cancel()
+		if err == nil {
+			if started {
+				c.log.Info("new consumer group: starts at the end of the change topics", "group", c.group)
+			}
+			return nil
+		}
+		if !logged {
+			c.log.Warn("checking the consumer group's offsets; retrying", "group", c.group, "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(groupStartRetry):
+		}
+	}
 }
 
 // handle applies one record and notifies it if it is new.
