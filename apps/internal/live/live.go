@@ -131,9 +131,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
-// groupStartRetry is how often startNewGroupAtEnd tries again while Kafka
-// does not answer or the group still has a member.
-const groupStartRetry = time.Second
+// startNewGroupAtEnd's timing: each try is bounded by groupStartTimeout,
+// and it tries again after groupStartRetry while Kafka does not answer or
+// the group still has a member (together below the watchdog's grace for a
+// loop that does not poll).
+const (
+	groupStartTimeout = 3 * time.Second
+	groupStartRetry   = time.Second
+)
 
 // startNewGroupAtEnd makes a group that has never committed start at the
 // end of the change topics (kafkaclient.StartNewGroupAtEnd); the consumer
@@ -149,7 +154,7 @@ func (c *Consumer) startNewGroupAtEnd(ctx context.Context) error {
 	match := func(topic string) bool { _, _, ok := c.topics.Parse(topic); return ok }
 	for logged := false; ; {
 		c.markPolled() // waiting for Kafka, not stuck
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, cancel := context.WithTimeout(ctx, groupStartTimeout)
 		started, err := kafkaclient.StartNewGroupAtEnd(actx, admin, c.group, match)
 		cancel()
 		if err == nil {
