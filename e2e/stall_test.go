@@ -34,7 +34,7 @@ func TestStalledInstanceIsShownAndRestartedByTheLauncher(t *testing.T) {
 	stack := stacktest.Connect(t)
 	intURL := stacktest.Env(t, stack, devstack.EnvInternalURL)
 	ctx := context.Background()
-	pidBefore := pidOf(t, stack, devstack.InternalA1)
+	pidBefore := stacktest.Pid(ctx, t, stack, devstack.InternalA1)
 
 	// Records keep arriving on every partition.
 	storm, stopStorm := context.WithCancel(ctx)
@@ -58,7 +58,7 @@ func TestStalledInstanceIsShownAndRestartedByTheLauncher(t *testing.T) {
 	// retries meanwhile.
 	tab.AllowErrors("WebSocket connection", "ERR_CONNECTION_REFUSED")
 	stacktest.WaitFor(t, 4*time.Minute, "the launcher to restart internal-a1", func() error {
-		if pid := pidOf(t, stack, devstack.InternalA1); pid == pidBefore || pid == 0 {
+		if pid := stacktest.Pid(ctx, t, stack, devstack.InternalA1); pid == pidBefore || pid == 0 {
 			return fmt.Errorf("pid %d", pid)
 		}
 		return nil
@@ -69,21 +69,6 @@ func TestStalledInstanceIsShownAndRestartedByTheLauncher(t *testing.T) {
 	stacktest.WaitHTTP(t, intURL+"/readyz", http.StatusOK, "", 3*time.Minute)
 	stacktest.WaitHTTP(t, intURL+"/healthz", http.StatusOK, "ok", time.Minute)
 	tab.WaitVisible(tidAt("conn-status", "data-state", "open"))
-}
-
-// pidOf returns the pid of running component n, 0 while it is not running.
-func pidOf(t *testing.T, stack *devstack.Client, n devstack.Name) int {
-	t.Helper()
-	sts, err := stack.Status(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range sts {
-		if s.Name == n && s.Running {
-			return s.Pid
-		}
-	}
-	return 0
 }
 
 // rogueMember is a consumer in someone else's group: it holds the
@@ -171,13 +156,14 @@ func (r *rogueMember) leave() {
 func TestFencedInstanceExitsAndIsRestarted(t *testing.T) {
 	stack := stacktest.Connect(t)
 	intURL := stacktest.Env(t, stack, devstack.EnvInternalURL)
-	pidBefore := pidOf(t, stack, devstack.InternalA1)
+	ctx := context.Background()
+	pidBefore := stacktest.Pid(ctx, t, stack, devstack.InternalA1)
 
 	rogue := joinGroup(t, stacktest.Env(t, stack, devstack.EnvKafkaABootstrap), string(devstack.InternalA1), string(devstack.InternalA1))
 	fenced := time.Now()
 	rogue.leave()
 	stacktest.WaitFor(t, 2*time.Minute, "the launcher to restart the fenced internal-a1", func() error {
-		if pid := pidOf(t, stack, devstack.InternalA1); pid == pidBefore || pid == 0 {
+		if pid := stacktest.Pid(ctx, t, stack, devstack.InternalA1); pid == pidBefore || pid == 0 {
 			return fmt.Errorf("pid %d", pid)
 		}
 		return nil

@@ -239,17 +239,11 @@ func (c *Scenario) Start(ctx context.Context, n devstack.Name) {
 // Pid returns the pid of running component n.
 func (c *Scenario) Pid(ctx context.Context, n devstack.Name) int {
 	c.t.Helper()
-	sts, err := c.Stack.Status(ctx)
-	if err != nil {
-		c.t.Fatal(err)
+	pid := stacktest.Pid(ctx, c.t, c.Stack, n)
+	if pid == 0 {
+		c.t.Fatalf("%s is not running", n)
 	}
-	for _, s := range sts {
-		if s.Name == n && s.Running {
-			return s.Pid
-		}
-	}
-	c.t.Fatalf("%s is not running", n)
-	return 0
+	return pid
 }
 
 // SetFaults replaces the external service's injected faults (the JSON body

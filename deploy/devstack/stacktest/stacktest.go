@@ -240,3 +240,19 @@ func WaitHTTP(t testing.TB, url string, code int, want string, deadline time.Dur
 		return nil
 	})
 }
+
+// Pid returns the pid of the stack's component n, 0 while it is not
+// running.
+func Pid(ctx context.Context, t testing.TB, c *devstack.Client, n devstack.Name) int {
+	t.Helper()
+	sts, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sts {
+		if s.Name == n && s.Running {
+			return s.Pid
+		}
+	}
+	return 0
+}
