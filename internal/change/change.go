@@ -50,6 +50,32 @@ const (
 // service accepts less, so a larger one is malformed.
 const MaxContentBytes = 64 << 10
 
+// MaxIDBytes bounds a chat's or a message's ID. The external service's IDs
+// are UUIDs; an ID longer than this, or with other characters than
+// letters, digits and "-_.:", is malformed: it cannot be an index key in
+// Postgres (one record with a 10 kB ID stopped every writer, in both
+// regions), and it has no business in a URL or a Redis key either.
+const MaxIDBytes = 128
+
+// checkID reports whether id (what names it: "message", "chat") is present
+// and well formed (see MaxIDBytes). The error quotes a malformed ID only
+// when it is short.
+func checkID(what, id string) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("%w: %s without id", ErrInvalid, what)
+	case len(id) > MaxIDBytes:
+		return fmt.Errorf("%w: %s id of %d bytes, more than %d", ErrInvalid, what, len(id), MaxIDBytes)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return fmt.Errorf("%w: %s id %q: byte %#02x at %d is not a letter, a digit or one of -_.:", ErrInvalid, what, id, c, i)
+		}
+	}
+	return nil
+}
+
 // Message is a message's state after a change: the value of a TopicMessages
 // record.
 type Message struct {
@@ -72,14 +98,16 @@ type Chat struct {
 // ErrInvalid is wrapped by the errors of Validate and the decoders.
 var ErrInvalid = errors.New("invalid change record")
 
-// Validate reports whether m can be applied: IDs present, a positive
+// Validate reports whether m can be applied: well-formed IDs, a positive
 // version, timestamps set, content within MaxContentBytes.
 func (m Message) Validate() error {
+	if err := checkID("message", m.ID); err != nil {
+		return err
+	}
+	if err := checkID("message "+m.ID+"'s chat", m.ChatID); err != nil {
+		return err
+	}
 	switch {
-	case m.ID == "":
-		return fmt.Errorf("%w: message without id", ErrInvalid)
-	case m.ChatID == "":
-		return fmt.Errorf("%w: message %s without chatId", ErrInvalid, m.ID)
 	case m.Version <= 0:
 		return fmt.Errorf("%w: message %s with version %d", ErrInvalid, m.ID, m.Version)
 	case m.CreatedAt.IsZero() || m.UpdatedAt.IsZero():
@@ -90,14 +118,16 @@ func (m Message) Validate() error {
 	return nil
 }
 
-// Validate reports whether c can be applied: a known type, an ID and a
-// positive version.
+// Validate reports whether c can be applied: a known type, a well-formed
+// ID and a positive version.
 func (c Chat) Validate() error {
+	if c.Type != ChatNew && c.Type != ChatDelete {
+		return fmt.Errorf("%w: chat event type %.40q", ErrInvalid, c.Type)
+	}
+	if err := checkID("chat event", c.ID); err != nil {
+		return err
+	}
 	switch {
-	case c.Type != ChatNew && c.Type != ChatDelete:
-		return fmt.Errorf("%w: chat event type %q", ErrInvalid, c.Type)
-	case c.ID == "":
-		return fmt.Errorf("%w: chat event without id", ErrInvalid)
 	case c.Version <= 0:
 		return fmt.Errorf("%w: chat %s with version %d", ErrInvalid, c.ID, c.Version)
 	}

@@ -200,9 +200,15 @@ func TestApplyChatAndMessagesInAnyOrder(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			// Each case has its own chat and message IDs in the shared database.
-			chat := "chat-" + strings.ReplaceAll(tt.name, " ", "-")
+			// (IDs allow letters, digits and "-_.:" only.)
+			chat := "chat-" + strings.Map(func(r rune) rune {
+				if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' {
+					return r
+				}
+				return '-'
+			}, tt.name)
 			rename := func(m change.Message) change.Message {
-				m.ID, m.ChatID = chat+"/"+m.ID, chat
+				m.ID, m.ChatID = chat+":"+m.ID, chat
 				return m
 			}
 			for i, s := range tt.steps {

@@ -2,6 +2,7 @@ package kafkaclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -25,9 +26,8 @@ import (
 // internal instance rejoined after an outage never reached its browsers).
 //
 // Offsets are altered with the admin API, which needs the group to have no
-// members: true of a group that has never committed (a member that joined
-// and crashed before its first commit leaves the group when its session
-// times out; the caller retries until then).
+// members. A group that has members but no offsets is not new (see
+// hasMembers): it is left alone.
 func StartNewGroupAtEnd(ctx context.Context, admin *kafka.AdminClient, group string, match func(topic string) bool) (bool, error) {
 	committed, err := admin.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group}},
 		kafka.SetAdminRequireStableOffsets(true))
@@ -74,16 +74,41 @@ func StartNewGroupAtEnd(ctx context.Context, admin *kafka.AdminClient, group str
 	}
 	alt, err := admin.AlterConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: start}})
 	if err != nil {
+		if hasMembers(err) {
+			return false, nil
+		}
 		return false, fmt.Errorf("commit the ends for group %s: %w", group, err)
 	}
 	for _, g := range alt.ConsumerGroupsTopicPartitions {
 		for _, tp := range g.Partitions {
 			if tp.Error != nil {
+				if hasMembers(tp.Error) {
+					return false, nil
+				}
 				return false, fmt.Errorf("commit the end of %s[%d] for group %s: %w", *tp.Topic, tp.Partition, group, tp.Error)
 			}
 		}
 	}
 	return true, nil
+}
+
+// hasMembers reports whether err says the group has members, so its
+// offsets cannot be set from outside. Such a group is not new, even with
+// no offset committed: an earlier instance joined it (and was killed before
+// its first commit, or never read a record). Starting it at the end would
+// skip what was written since that instance began; it is left to read its
+// partitions from their start instead (a replay, which the consumer's
+// version checks make invisible), never to skip.
+func hasMembers(err error) bool {
+	var kerr kafka.Error
+	if !errors.As(err, &kerr) {
+		return false
+	}
+	switch kerr.Code() {
+	case kafka.ErrUnknownMemberID, kafka.ErrIllegalGeneration, kafka.ErrRebalanceInProgress, kafka.ErrFencedInstanceID:
+		return true
+	}
+	return false
 }
 
 // timeoutMs is what is left of ctx in milliseconds (5 s without a

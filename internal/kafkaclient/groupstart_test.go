@@ -189,3 +189,41 @@ func TestStartNewGroupAtEndWithNoTopicCommitsNothing(t *testing.T) {
 		t.Fatalf("consumed %v, want [first]", got)
 	}
 }
+
+// A group with a member but no committed offset (an instance killed before
+// its first commit, whose session has not run out) is not new: it is left
+// alone, and its partitions are read from their start, so that nothing
+// written since that instance began is skipped.
+func TestStartNewGroupAtEndLeavesAGroupWithAMember(t *testing.T) {
+	t.Parallel()
+	e := newGroupStartEnv(t)
+	stacktest.CreateTopics(t, e.bootstrap, 1, e.old)
+	e.produce(e.old, "before-the-member")
+	group := e.prefix + "-group"
+
+	member, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": e.bootstrap, "group.id": group, "group.instance.id": group,
+		"enable.auto.commit": false, "session.timeout.ms": 60000,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kafkaclient.CloseConsumer(member, 10*time.Second)
+	if err := member.Subscribe(e.old, nil); err != nil {
+		t.Fatal(err)
+	}
+	stacktest.WaitFor(t, time.Minute, "the member to join", func() error {
+		member.Poll(100)
+		if a, err := member.Assignment(); err != nil || len(a) == 0 {
+			return fmt.Errorf("assignment %v, %v", a, err)
+		}
+		return nil
+	})
+
+	if e.start(group) {
+		t.Fatal("started a group that has a member")
+	}
+	if got := e.committed(group); len(got) != 0 {
+		t.Fatalf("committed %v, want nothing", got)
+	}
+}

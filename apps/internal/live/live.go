@@ -132,9 +132,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 }
 
 // startNewGroupAtEnd's timing: each try is bounded by groupStartTimeout,
-// and it tries again after groupStartRetry while Kafka does not answer or
-// the group still has a member (together below the watchdog's grace for a
-// loop that does not poll).
+// and it tries again after groupStartRetry while Kafka does not answer
+// (together below the watchdog's grace for a loop that does not poll).
 const (
 	groupStartTimeout = 3 * time.Second
 	groupStartRetry   = time.Second
