@@ -7,6 +7,7 @@ package live
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -52,9 +53,10 @@ type Consumer struct {
 	outage   *kafkaclient.Outage
 	log      *slog.Logger
 
-	redisDown atomic.Bool
-	lastPing  time.Time
-	polled    atomic.Int64 // unix nanoseconds of the loop's last turn
+	redisDown     atomic.Bool
+	lastPing      time.Time
+	commitFailing bool         // the last offset commit failed (logged once)
+	polled        atomic.Int64 // unix nanoseconds of the loop's last turn
 }
 
 // NewConsumer returns a consumer that reads topics with consumer (not yet
@@ -125,10 +127,40 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			c.metrics.kafkaErrors.Inc()
 			c.outage.ClientError(e)
+		case kafka.OffsetsCommitted:
+			c.committed(e)
 		}
 		c.checkRedis(ctx)
 	}
 	return nil
+}
+
+// committed counts and logs a failed offset commit (once, until one
+// succeeds again): the handled records are not lost, but a restart would
+// read them again from the last committed offset, and a group whose
+// commits keep failing is not the group it should be.
+func (c *Consumer) committed(e kafka.OffsetsCommitted) {
+	err := e.Error
+	for _, tp := range e.Offsets {
+		if err == nil && tp.Error != nil {
+			err = fmt.Errorf("%s[%d]: %w", *tp.Topic, tp.Partition, tp.Error)
+		}
+	}
+	if kerr := (kafka.Error{}); errors.As(err, &kerr) && kerr.Code() == kafka.ErrNoOffset {
+		return // nothing new to commit
+	}
+	if err == nil {
+		if c.commitFailing {
+			c.log.Info("Kafka offset commits succeed again")
+			c.commitFailing = false
+		}
+		return
+	}
+	c.metrics.commitErrors.Inc()
+	if !c.commitFailing {
+		c.log.Warn("Kafka offset commit failed; retried at the next commit (a restart until then reads again from the last committed offset)", "err", err)
+		c.commitFailing = true
+	}
 }
 
 // startNewGroupAtEnd's timing: each try is bounded by groupStartTimeout,
@@ -303,13 +335,14 @@ func (c *Consumer) rebuild(ctx context.Context, msgs []change.Message, chats []c
 
 // Metrics are the live path's Prometheus metrics.
 type Metrics struct {
-	records     *prometheus.CounterVec
-	pushed      *prometheus.CounterVec
-	malformed   prometheus.Counter
-	delay       prometheus.Histogram
-	redisDown   prometheus.Gauge
-	kafkaErrors prometheus.Counter
-	kafkaDown   prometheus.Gauge
+	records      *prometheus.CounterVec
+	pushed       *prometheus.CounterVec
+	malformed    prometheus.Counter
+	delay        prometheus.Histogram
+	redisDown    prometheus.Gauge
+	kafkaErrors  prometheus.Counter
+	kafkaDown    prometheus.Gauge
+	commitErrors prometheus.Counter
 }
 
 // NewMetrics registers the live path's metrics with reg.
@@ -337,7 +370,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		kafkaDown: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "internal_kafka_unreachable", Help: "1 while the live consumer's Kafka cluster is unreachable.",
 		}),
+		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "internal_kafka_commit_errors_total", Help: "Offset commits of the live consumer that failed (retried at the next commit).",
+		}),
 	}
-	reg.MustRegister(m.records, m.pushed, m.malformed, m.delay, m.redisDown, m.kafkaErrors, m.kafkaDown)
+	reg.MustRegister(m.records, m.pushed, m.malformed, m.delay, m.redisDown, m.kafkaErrors, m.kafkaDown, m.commitErrors)
 	return m
 }
