@@ -327,33 +327,24 @@ func offsetMoved(advances []Advance, advanced map[partitionKey]bool) error {
 	return fmt.Errorf("%w: %s", ErrOffsetMoved, strings.Join(moved, ", "))
 }
 
-// CheckMessage reports whether Apply accepts m: m.Validate, and text that
-// Postgres can store (valid UTF-8 without NUL bytes, which JSON's \u0000
-// decodes to). The writer can use it to dead-letter a record before batching
-// it. Its errors wrap change.ErrInvalid.
+// CheckMessage reports whether Apply accepts m: m.Validate (which admits
+// only IDs Postgres can store), and content that Postgres can store (valid
+// UTF-8 without NUL bytes, which JSON's \u0000 decodes to). The writer can
+// use it to dead-letter a record before batching it. Its errors wrap
+// change.ErrInvalid.
 func CheckMessage(m change.Message) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	for _, s := range []string{m.ID, m.ChatID, m.Content} {
-		if err := storableText(s); err != nil {
-			return fmt.Errorf("%w: message %q: %s", change.ErrInvalid, m.ID, err)
-		}
+	if err := storableText(m.Content); err != nil {
+		return fmt.Errorf("%w: message %q: %s", change.ErrInvalid, m.ID, err)
 	}
 	return nil
 }
 
-// CheckChat reports whether Apply accepts c: c.Validate, and an ID that
-// Postgres can store. Its errors wrap change.ErrInvalid.
-func CheckChat(c change.Chat) error {
-	if err := c.Validate(); err != nil {
-		return err
-	}
-	if err := storableText(c.ID); err != nil {
-		return fmt.Errorf("%w: chat %q: %s", change.ErrInvalid, c.ID, err)
-	}
-	return nil
-}
+// CheckChat reports whether Apply accepts c: c.Validate (which admits only
+// IDs Postgres can store). Its errors wrap change.ErrInvalid.
+func CheckChat(c change.Chat) error { return c.Validate() }
 
 func storableText(s string) error {
 	switch {
