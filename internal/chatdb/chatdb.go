@@ -37,6 +37,9 @@ type Offset struct {
 	Topic     string
 	Partition int32
 	Next      int64
+	// TopicID is the Kafka ID of the topic Next was read from ("" if it was
+	// stored without one): a topic created again under its name has another.
+	TopicID string
 }
 
 // NoOffset is Advance.From for a partition of which no offset is stored yet.
@@ -57,6 +60,9 @@ type Advance struct {
 	Topic     string
 	Partition int32
 	From, To  int64
+	// TopicID is the Kafka ID of the topic the records were read from, kept
+	// with the offset ("": keep the stored one).
+	TopicID string
 }
 
 // Batch is what one Apply writes in one transaction: change records in any
@@ -142,13 +148,15 @@ ON CONFLICT (id) DO UPDATE
 	// both think they own a partition (a rebalance in flight), and the
 	// second one finds the offset moved.
 	advanceOffsetsSQL = `
-UPDATE consumer_offsets AS o SET next_offset = i.to_offset
-FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS i (topic, partition, from_offset, to_offset)
+UPDATE consumer_offsets AS o
+SET next_offset = i.to_offset, topic_id = COALESCE(NULLIF(i.topic_id, ''), o.topic_id)
+FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::text[])
+    AS i (topic, partition, from_offset, to_offset, topic_id)
 WHERE o.group_id = $1 AND o.topic = i.topic AND o.partition = i.partition AND o.next_offset = i.from_offset
 RETURNING o.topic, o.partition`
 	insertOffsetsSQL = `
-INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
-SELECT $1, t, p, n FROM unnest($2::text[], $3::int[], $4::bigint[]) AS i (t, p, n)
+INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, topic_id)
+SELECT $1, t, p, n, NULLIF(id, '') FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[]) AS i (t, p, n, id)
 ON CONFLICT (group_id, topic, partition) DO NOTHING
 RETURNING topic, partition`
 )
@@ -169,53 +177,22 @@ func (db *DB) Apply(ctx context.Context, group string, b Batch) (Applied, error)
 	if err := checkBatch(group, b); err != nil {
 		return Applied{}, fmt.Errorf("apply batch: %w", err)
 	}
-	msgs, chats := latestMessages(b.Messages), latestChats(b.Chats)
-	if len(msgs)+len(chats)+len(b.Offsets) == 0 {
+	recs := newRecords(b.Messages, b.Chats)
+	if recs.empty() && len(b.Offsets) == 0 {
 		return Applied{}, nil
 	}
 
 	q := &pgx.Batch{}
 	moves, inserts := splitAdvances(b.Offsets)
 	if len(moves) > 0 {
-		topics, partitions, froms, tos := advanceColumns(moves)
-		q.Queue(advanceOffsetsSQL, group, topics, partitions, froms, tos)
+		topics, partitions, froms, tos, ids := advanceColumns(moves)
+		q.Queue(advanceOffsetsSQL, group, topics, partitions, froms, tos, ids)
 	}
 	if len(inserts) > 0 {
-		topics, partitions, _, tos := advanceColumns(inserts)
-		q.Queue(insertOffsetsSQL, group, topics, partitions, tos)
+		topics, partitions, _, tos, ids := advanceColumns(inserts)
+		q.Queue(insertOffsetsSQL, group, topics, partitions, tos, ids)
 	}
-	locks := chatLockKeys(msgs, chats)
-	if len(locks) > 0 {
-		q.Queue(lockChatsSQL, locks)
-	}
-	var deletes []string
-	if len(chats) > 0 {
-		ids := make([]string, len(chats))
-		deleted := make([]bool, len(chats))
-		versions := make([]int64, len(chats))
-		for i, c := range chats {
-			ids[i], deleted[i], versions[i] = c.ID, c.Type == change.ChatDelete, c.Version
-			if deleted[i] {
-				deletes = append(deletes, c.ID)
-			}
-		}
-		q.Queue(upsertChatsSQL, ids, deleted, versions)
-	}
-	if len(deletes) > 0 {
-		q.Queue(deleteChatsMessagesSQL, deletes)
-	}
-	if len(msgs) > 0 {
-		n := len(msgs)
-		ids, chatIDs, contents := make([]string, n), make([]string, n), make([]string, n)
-		created, updated := make([]time.Time, n), make([]time.Time, n)
-		deleted, versions := make([]bool, n), make([]int64, n)
-		for i, m := range msgs {
-			ids[i], chatIDs[i], contents[i] = m.ID, m.ChatID, m.Content
-			created[i], updated[i] = m.CreatedAt, m.UpdatedAt
-			deleted[i], versions[i] = m.IsDeleted, m.Version
-		}
-		q.Queue(upsertMessagesSQL, ids, chatIDs, contents, created, updated, deleted, versions)
-	}
+	recs.queue(q)
 
 	var a Applied
 	// READ COMMITTED whatever the server's default: each statement must see
@@ -235,40 +212,106 @@ func (db *DB) Apply(ctx context.Context, group string, b Batch) (Applied, error)
 		if len(advanced) < len(b.Offsets) {
 			return offsetMoved(b.Offsets, advanced)
 		}
-		if len(locks) > 0 {
-			if _, err := res.Exec(); err != nil {
-				return fmt.Errorf("lock %d chats: %w", len(locks), err)
-			}
-		}
-		if len(chats) > 0 {
-			tag, err := res.Exec()
-			if err != nil {
-				return fmt.Errorf("upsert %d chats: %w", len(chats), err)
-			}
-			a.ChatsWritten = int(tag.RowsAffected())
-		}
-		if len(deletes) > 0 {
-			tag, err := res.Exec()
-			if err != nil {
-				return fmt.Errorf("soft-delete messages of %d deleted chats: %w", len(deletes), err)
-			}
-			a.MessagesDeletedWithChat = int(tag.RowsAffected())
-		}
-		if len(msgs) > 0 {
-			tag, err := res.Exec()
-			if err != nil {
-				return fmt.Errorf("upsert %d messages: %w", len(msgs), err)
-			}
-			a.MessagesWritten = int(tag.RowsAffected())
+		var err error
+		if a, err = recs.exec(res); err != nil {
+			return err
 		}
 		return res.Close()
 	})
 	if err != nil {
 		return Applied{}, fmt.Errorf("apply batch of %d messages, %d chats, %d offsets: %w",
-			len(b.Messages), len(b.Chats), len(b.Offsets), err)
+			len(b.Messages), len(b.Chats), len(b.Offsets), rejected(err))
 	}
 	a.MessagesStale = len(b.Messages) - a.MessagesWritten
 	a.ChatsStale = len(b.Chats) - a.ChatsWritten
+	return a, nil
+}
+
+// records is the part of a batch that writes rows: the latest version of
+// each chat and message, the chats it deletes and the chat locks it takes.
+// Its statements are queued on a pgx.Batch (queue) and their results read
+// back in the same order (exec).
+type records struct {
+	msgs    []change.Message
+	chats   []change.Chat
+	deletes []string
+	locks   []int64
+}
+
+func newRecords(msgs []change.Message, chats []change.Chat) records {
+	r := records{msgs: latestMessages(msgs), chats: latestChats(chats)}
+	r.locks = chatLockKeys(r.msgs, r.chats)
+	for _, c := range r.chats {
+		if c.Type == change.ChatDelete {
+			r.deletes = append(r.deletes, c.ID)
+		}
+	}
+	return r
+}
+
+func (r records) empty() bool { return len(r.msgs)+len(r.chats) == 0 }
+
+// queue queues r's statements on q.
+func (r records) queue(q *pgx.Batch) {
+	if len(r.locks) > 0 {
+		q.Queue(lockChatsSQL, r.locks)
+	}
+	if len(r.chats) > 0 {
+		ids := make([]string, len(r.chats))
+		deleted := make([]bool, len(r.chats))
+		versions := make([]int64, len(r.chats))
+		for i, c := range r.chats {
+			ids[i], deleted[i], versions[i] = c.ID, c.Type == change.ChatDelete, c.Version
+		}
+		q.Queue(upsertChatsSQL, ids, deleted, versions)
+	}
+	if len(r.deletes) > 0 {
+		q.Queue(deleteChatsMessagesSQL, r.deletes)
+	}
+	if len(r.msgs) > 0 {
+		n := len(r.msgs)
+		ids, chatIDs, contents := make([]string, n), make([]string, n), make([]string, n)
+		created, updated := make([]time.Time, n), make([]time.Time, n)
+		deleted, versions := make([]bool, n), make([]int64, n)
+		for i, m := range r.msgs {
+			ids[i], chatIDs[i], contents[i] = m.ID, m.ChatID, m.Content
+			created[i], updated[i] = m.CreatedAt, m.UpdatedAt
+			deleted[i], versions[i] = m.IsDeleted, m.Version
+		}
+		q.Queue(upsertMessagesSQL, ids, chatIDs, contents, created, updated, deleted, versions)
+	}
+}
+
+// exec reads the results of the statements queue queued, and counts the
+// rows they wrote.
+func (r records) exec(res pgx.BatchResults) (Applied, error) {
+	var a Applied
+	if len(r.locks) > 0 {
+		if _, err := res.Exec(); err != nil {
+			return a, fmt.Errorf("lock %d chats: %w", len(r.locks), err)
+		}
+	}
+	if len(r.chats) > 0 {
+		tag, err := res.Exec()
+		if err != nil {
+			return a, fmt.Errorf("upsert %d chats: %w", len(r.chats), err)
+		}
+		a.ChatsWritten = int(tag.RowsAffected())
+	}
+	if len(r.deletes) > 0 {
+		tag, err := res.Exec()
+		if err != nil {
+			return a, fmt.Errorf("soft-delete messages of %d deleted chats: %w", len(r.deletes), err)
+		}
+		a.MessagesDeletedWithChat = int(tag.RowsAffected())
+	}
+	if len(r.msgs) > 0 {
+		tag, err := res.Exec()
+		if err != nil {
+			return a, fmt.Errorf("upsert %d messages: %w", len(r.msgs), err)
+		}
+		a.MessagesWritten = int(tag.RowsAffected())
+	}
 	return a, nil
 }
 
@@ -294,12 +337,13 @@ func splitAdvances(advances []Advance) (moves, inserts []Advance) {
 	return moves, inserts
 }
 
-func advanceColumns(advances []Advance) (topics []string, partitions []int32, froms, tos []int64) {
+func advanceColumns(advances []Advance) (topics []string, partitions []int32, froms, tos []int64, topicIDs []string) {
 	for _, a := range advances {
 		topics, partitions = append(topics, a.Topic), append(partitions, a.Partition)
 		froms, tos = append(froms, a.From), append(tos, a.To)
+		topicIDs = append(topicIDs, a.TopicID)
 	}
-	return topics, partitions, froms, tos
+	return topics, partitions, froms, tos, topicIDs
 }
 
 // collectAdvanced reads the partitions one offset statement moved.

@@ -58,6 +58,18 @@ func adv(topic string, partition int32, from, to int64) chatdb.Advance {
 	return chatdb.Advance{Topic: topic, Partition: partition, From: from, To: to}
 }
 
+// offWithID is o with topic ID id.
+func offWithID(o chatdb.Offset, id string) chatdb.Offset {
+	o.TopicID = id
+	return o
+}
+
+// advWithID is a with topic ID id.
+func advWithID(a chatdb.Advance, id string) chatdb.Advance {
+	a.TopicID = id
+	return a
+}
+
 // first stores partition topic[partition]'s first offset, next.
 func first(topic string, partition int32, next int64) chatdb.Advance {
 	return adv(topic, partition, chatdb.NoOffset, next)

@@ -69,6 +69,21 @@ func TestOffsetsAdvanceFromWhereTheyAre(t *testing.T) {
 		name:    "forward from the stored offsets, and a first one",
 		offsets: []chatdb.Advance{adv("chats", 0, 10, 12), first("a.chats", 2, 3)},
 		want:    []chatdb.Offset{off("a.chats", 2, 3), off("chat-messages", 1, 5), off("chats", 0, 12)},
+	}, {
+		name:    "topic IDs kept with the offsets, a first one's too",
+		offsets: []chatdb.Advance{advWithID(adv("chats", 0, 12, 13), "id-1"), advWithID(first("b.chats", 0, 4), "id-b")},
+		want: []chatdb.Offset{off("a.chats", 2, 3), offWithID(off("b.chats", 0, 4), "id-b"),
+			off("chat-messages", 1, 5), offWithID(off("chats", 0, 13), "id-1")},
+	}, {
+		name:    "an advance without a topic ID keeps the stored one",
+		offsets: []chatdb.Advance{adv("chats", 0, 13, 14)},
+		want: []chatdb.Offset{off("a.chats", 2, 3), offWithID(off("b.chats", 0, 4), "id-b"),
+			off("chat-messages", 1, 5), offWithID(off("chats", 0, 14), "id-1")},
+	}, {
+		name:    "an advance with another topic ID replaces it",
+		offsets: []chatdb.Advance{advWithID(adv("chats", 0, 14, 15), "id-2")},
+		want: []chatdb.Offset{off("a.chats", 2, 3), offWithID(off("b.chats", 0, 4), "id-b"),
+			off("chat-messages", 1, 5), offWithID(off("chats", 0, 15), "id-2")},
 	}}
 	for i, s := range steps {
 		// Each step also carries a record, stored in the same transaction

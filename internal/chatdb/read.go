@@ -23,7 +23,7 @@ type Chat struct {
 // partition: where its consumers resume reading.
 func (db *DB) Offsets(ctx context.Context, group string) ([]Offset, error) {
 	rows, err := db.pool.Query(ctx, `
-SELECT topic, partition, next_offset FROM consumer_offsets
+SELECT topic, partition, next_offset, COALESCE(topic_id, '') FROM consumer_offsets
 WHERE group_id = $1 ORDER BY topic, partition`, group)
 	if err != nil {
 		return nil, fmt.Errorf("read offsets of group %s: %w", group, err)

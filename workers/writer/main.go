@@ -217,7 +217,8 @@ func setup(ctx context.Context, cfg Config, pool *pgxpool.Pool, dlq *deadLetters
 
 // newConsumer creates the group's consumer: cooperative rebalancing,
 // read_committed (the sync publishes in transactions), offsets stored only
-// after the writer's transaction committed.
+// after the writer's transaction committed, and no automatic offset reset
+// (a position outside its log is reported and checked: logcheck.go).
 func newConsumer(cfg Config, log *slog.Logger) (*kafka.Consumer, error) {
 	cm := &kafka.ConfigMap{
 		"bootstrap.servers":                  cfg.KafkaBootstrap,
@@ -225,7 +226,7 @@ func newConsumer(cfg Config, log *slog.Logger) (*kafka.Consumer, error) {
 		"client.id":                          "writer-" + cfg.Identity,
 		"partition.assignment.strategy":      "cooperative-sticky",
 		"isolation.level":                    "read_committed",
-		"auto.offset.reset":                  "earliest",
+		"auto.offset.reset":                  "error",
 		"enable.auto.commit":                 true,
 		"enable.auto.offset.store":           false,
 		"auto.commit.interval.ms":            kafkaCommitEveryMs,

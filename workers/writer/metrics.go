@@ -20,6 +20,7 @@ type metrics struct {
 	assigned    prometheus.Gauge
 	open        prometheus.Gauge
 	rewinds     prometheus.Counter
+	stopped     prometheus.Gauge
 	kafkaErrors prometheus.Counter
 	kafkaDown   prometheus.Gauge
 }
@@ -68,6 +69,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "writer_rewinds_total",
 			Help: "Batches dropped and read again from the offsets in Postgres (Postgres unreachable or failed over, a rebalance in flight, a dead letter not acknowledged).",
 		}),
+		stopped: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "writer_partitions_stopped",
+			Help: "Assigned partitions not read because their offset in Postgres does not match their log (topic created again, cluster rebuilt, records deleted unread); see README.",
+		}),
 		kafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "writer_kafka_errors_total",
 			Help: "Errors the Kafka client reported and retries by itself (brokers unreachable, ...).",
@@ -76,7 +81,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "writer_kafka_unreachable", Help: "1 while the writer's Kafka cluster is unreachable.",
 		}),
 	}
-	reg.MustRegister(m.records, m.batchSize, m.applyTime, m.delay, m.lagRecords, m.assigned, m.open, m.rewinds, m.kafkaErrors, m.kafkaDown)
+	reg.MustRegister(m.records, m.batchSize, m.applyTime, m.delay, m.lagRecords, m.assigned, m.open, m.rewinds, m.stopped, m.kafkaErrors, m.kafkaDown)
 	for _, k := range []change.Kind{change.KindMessage, change.KindChat} {
 		for _, o := range []string{outcomeWritten, outcomeStale, outcomeDeadLettered} {
 			m.records.WithLabelValues(k.String(), o)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +39,15 @@ const (
 	shutdownApplyTimeout = 5 * time.Second
 	// closeTimeout bounds closing the consumer (leaving the group).
 	closeTimeout = 5 * time.Second
+	// batchMaxBytes bounds the record bytes an open batch holds (with
+	// Options.BatchMax records): 1,000 records of up to maxRecordBytes
+	// would be 256 MiB; a batch this large is flushed at once.
+	batchMaxBytes = 16 << 20
+	// maxIsolations bounds the rounds of finding and dead-lettering records
+	// Postgres refuses in one batch. One round finds every record refused on
+	// its own; another is needed only when removing one exposes an older
+	// version of the same record in the batch.
+	maxIsolations = 3
 )
 
 // Options configure a Writer.
@@ -78,6 +88,7 @@ func (k partitionKey) MarshalText() ([]byte, error) { return []byte(k.String()),
 // rebalance callback runs on it, inside Poll.
 type Writer struct {
 	consumer     *kafka.Consumer
+	logs         logChecker
 	db           *chatdb.DB
 	dlq          *deadLetters
 	opts         Options
@@ -106,29 +117,47 @@ type partition struct {
 	stored int64
 	// consumed is one past the last record read, for the lag gauge.
 	consumed int64
+	// topicID is the Kafka ID of the topic as the writer found it when the
+	// partition was assigned ("" if unknown), stored with its offsets.
+	topicID string
+	// stopped, if not nil, says why the partition is paused: its stored
+	// offset does not belong to its log (ErrLogMismatch).
+	stopped error
 }
 
 // batch is what the next transaction writes.
 type batch struct {
 	messages []change.Message
 	chats    []change.Chat
-	ends     map[partitionKey]int64 // one past each partition's last record
-	stamps   []time.Time            // the records' Kafka timestamps
-	dead     []deadLetter           // dead-lettered records, produced but maybe not yet acknowledged
-	size     int                    // records, dead ones included
-	opened   time.Time              // when the first record joined
+	// msgSrc and chatSrc are the records messages and chats were decoded
+	// from, index for index: what a refused one's dead letter carries.
+	msgSrc  []*kafka.Message
+	chatSrc []*kafka.Message
+	bytes   int                    // the records' value bytes, dead ones included
+	ends    map[partitionKey]int64 // one past each partition's last record
+	stamps  []time.Time            // the records' Kafka timestamps
+	dead    []deadLetter           // dead-lettered records, produced but maybe not yet acknowledged
+	size    int                    // records, dead ones included
+	opened  time.Time              // when the first record joined
 }
 
 func (b *batch) reset() {
 	b.messages, b.chats, b.stamps, b.dead = b.messages[:0], b.chats[:0], b.stamps[:0], b.dead[:0]
+	clear(b.msgSrc) // let the records go
+	clear(b.chatSrc)
+	b.msgSrc, b.chatSrc = b.msgSrc[:0], b.chatSrc[:0]
 	clear(b.ends)
-	b.size = 0
+	b.size, b.bytes = 0, 0
 }
 
 // NewWriter returns a writer that reads with consumer, which must be
 // created by newConsumer (manual offsets, cooperative rebalancing) and not
 // yet subscribed, writes to db and dead-letters to dlq.
 func NewWriter(consumer *kafka.Consumer, db *chatdb.DB, dlq *deadLetters, opts Options, m *metrics, log *slog.Logger) (*Writer, error) {
+	admin, err := kafka.NewAdminClientFromConsumer(consumer)
+	if err != nil {
+		return nil, fmt.Errorf("writer: admin client: %w", err)
+	}
 	switch {
 	case opts.Group == "" || opts.Cluster == "":
 		return nil, errors.New("writer: group and cluster are required")
@@ -141,6 +170,7 @@ func NewWriter(consumer *kafka.Consumer, db *chatdb.DB, dlq *deadLetters, opts O
 	}
 	return &Writer{
 		consumer:     consumer,
+		logs:         logChecker{admin: admin},
 		db:           db,
 		dlq:          dlq,
 		opts:         opts,
@@ -197,6 +227,8 @@ func (w *Writer) Run(ctx context.Context) error {
 	w.log.Info("consuming", "topics", w.topics.Subscription(), "group", w.opts.Group, "offsets", w.offsetsGroup)
 	lagEvery := time.NewTicker(time.Second)
 	defer lagEvery.Stop()
+	recheck := time.NewTicker(recheckEvery)
+	defer recheck.Stop()
 	for ctx.Err() == nil {
 		wait := pollIdle
 		if w.batch.size > 0 {
@@ -215,13 +247,16 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 			w.kafkaError(e)
 		}
-		if w.batch.size >= w.opts.BatchMax || (w.batch.size > 0 && time.Since(w.batch.opened) >= w.opts.Linger) {
+		if w.batch.size >= w.opts.BatchMax || w.batch.bytes >= batchMaxBytes ||
+			(w.batch.size > 0 && time.Since(w.batch.opened) >= w.opts.Linger) {
 			w.flush()
 		}
 		w.metrics.open.Set(float64(w.batch.size))
 		select {
 		case <-lagEvery.C:
 			w.updateLag()
+		case <-recheck.C:
+			w.recheckStopped()
 		default:
 		}
 	}
@@ -242,8 +277,14 @@ func (w *Writer) close() {
 // outage is logged when it begins (and when it ends), the rest at debug.
 func (w *Writer) kafkaError(e kafka.Error) {
 	w.metrics.kafkaErrors.Inc()
-	if e.Code() == kafka.ErrAllBrokersDown {
+	switch e.Code() {
+	case kafka.ErrAllBrokersDown:
 		w.outage.ClientError(e)
+		return
+	case kafka.ErrAutoOffsetReset:
+		// auto.offset.reset=error: a position outside its log stops the
+		// partition's fetching instead of moving it to an end.
+		w.offsetOutOfRange(e)
 		return
 	}
 	w.log.Debug("Kafka client error", "err", e)
@@ -253,8 +294,8 @@ func (w *Writer) kafkaError(e kafka.Error) {
 func (w *Writer) add(m *kafka.Message) {
 	k := partitionKey{*m.TopicPartition.Topic, m.TopicPartition.Partition}
 	p, ok := w.parts[k]
-	if !ok {
-		return // fetched before its partition was revoked
+	if !ok || p.stopped != nil {
+		return // fetched before its partition was revoked or stopped
 	}
 	if w.batch.size == 0 {
 		w.batch.opened = time.Now()
@@ -263,6 +304,7 @@ func (w *Writer) add(m *kafka.Message) {
 		w.setDurable(k, p.stored, false)
 	}
 	w.batch.size++
+	w.batch.bytes += len(m.Value)
 	w.batch.ends[k] = int64(m.TopicPartition.Offset) + 1
 	p.consumed = int64(m.TopicPartition.Offset) + 1
 	kd, base, known := w.topics.Parse(k.topic)
@@ -292,6 +334,7 @@ func (w *Writer) decode(kd change.Kind, m *kafka.Message) error {
 			return err
 		}
 		w.batch.chats = append(w.batch.chats, c)
+		w.batch.chatSrc = append(w.batch.chatSrc, m)
 	default:
 		msg, err := change.DecodeMessage(m.Value)
 		if err == nil {
@@ -301,6 +344,7 @@ func (w *Writer) decode(kd change.Kind, m *kafka.Message) error {
 			return err
 		}
 		w.batch.messages = append(w.batch.messages, msg)
+		w.batch.msgSrc = append(w.batch.msgSrc, m)
 	}
 	return nil
 }
@@ -325,10 +369,11 @@ func (w *Writer) flushWithin(timeout time.Duration) {
 	}
 	advances := make([]chatdb.Advance, 0, len(b.ends))
 	for _, k := range slices.SortedFunc(maps.Keys(b.ends), comparePartitions) {
-		advances = append(advances, chatdb.Advance{Topic: k.topic, Partition: k.partition, From: w.parts[k].stored, To: b.ends[k]})
+		p := w.parts[k]
+		advances = append(advances, chatdb.Advance{Topic: k.topic, Partition: k.partition, From: p.stored, To: b.ends[k], TopicID: p.topicID})
 	}
 	start := time.Now()
-	applied, err := w.db.Apply(ctx, w.offsetsGroup, chatdb.Batch{Messages: b.messages, Chats: b.chats, Offsets: advances})
+	applied, err := w.apply(ctx, advances)
 	took := time.Since(start)
 	if err != nil {
 		w.rewind(err)
@@ -354,6 +399,69 @@ func (w *Writer) flushWithin(timeout time.Duration) {
 	_, _ = w.consumer.StoreOffsets(stored)
 }
 
+// apply writes the open batch with advances in one transaction. If
+// Postgres refuses it for a reason retrying cannot fix, the records at
+// fault are found, dead-lettered (acknowledged) and taken out, and the rest
+// is written without them: a poison record never wedges its partition.
+func (w *Writer) apply(ctx context.Context, advances []chatdb.Advance) (chatdb.Applied, error) {
+	b := &w.batch
+	for round := 1; ; round++ {
+		applied, err := w.db.Apply(ctx, w.offsetsGroup, chatdb.Batch{Messages: b.messages, Chats: b.chats, Offsets: advances})
+		if !errors.Is(err, chatdb.ErrRejected) || round > maxIsolations {
+			return applied, err
+		}
+		if err := w.isolate(ctx, err); err != nil {
+			return chatdb.Applied{}, err
+		}
+	}
+}
+
+// isolate finds the records of the open batch that Postgres refuses on
+// their own (refused, the cause), sends them to their dead-letter topics with
+// Postgres's reason, waits for Kafka to acknowledge them and takes them out
+// of the batch.
+func (w *Writer) isolate(ctx context.Context, refused error) error {
+	b := &w.batch
+	rejections, err := w.db.Rejections(ctx, chatdb.Batch{Messages: b.messages, Chats: b.chats})
+	if err != nil {
+		return err
+	}
+	if len(rejections) == 0 {
+		return fmt.Errorf("no record of the batch is refused on its own: %w", refused)
+	}
+	dead := make([]deadLetter, 0, len(rejections))
+	drop := map[change.Kind]map[int]bool{change.KindMessage: {}, change.KindChat: {}}
+	for _, r := range rejections {
+		src := b.msgSrc
+		if r.Kind == change.KindChat {
+			src = b.chatSrc
+		}
+		m := src[r.Index]
+		_, base, _ := w.topics.Parse(*m.TopicPartition.Topic)
+		dead = append(dead, w.dlq.send(m, r.Kind, base, r.Err))
+		drop[r.Kind][r.Index] = true
+	}
+	if err := w.dlq.await(ctx, dead); err != nil {
+		return fmt.Errorf("dead-letter %d records Postgres refused: %w", len(dead), err)
+	}
+	b.dead = append(b.dead, dead...)
+	b.messages, b.msgSrc = without(b.messages, b.msgSrc, drop[change.KindMessage])
+	b.chats, b.chatSrc = without(b.chats, b.chatSrc, drop[change.KindChat])
+	return nil
+}
+
+// without returns items and their sources without the indexes in drop.
+func without[T any](items []T, src []*kafka.Message, drop map[int]bool) ([]T, []*kafka.Message) {
+	keptItems, keptSrc := items[:0], src[:0]
+	for i := range items {
+		if !drop[i] {
+			keptItems, keptSrc = append(keptItems, items[i]), append(keptSrc, src[i])
+		}
+	}
+	clear(src[len(keptSrc):])
+	return keptItems, keptSrc
+}
+
 // rewind handles a failed batch: the batch is dropped and every assigned
 // partition is sought back to the offset Postgres holds, so its records are
 // read again — after a lost connection, a Postgres failover that lost the
@@ -375,8 +483,11 @@ func (w *Writer) rewind(cause error) {
 	}
 	seeks := make([]kafka.TopicPartition, 0, len(keys))
 	for _, k := range keys {
-		w.parts[k].stored = stored[k]
-		seeks = append(seeks, topicPartition(k, stored[k]))
+		p := w.parts[k]
+		p.stored = stored[k].Next
+		if p.stopped == nil {
+			seeks = append(seeks, topicPartition(k, p.stored))
+		}
 	}
 	if len(seeks) == 0 {
 		return
@@ -397,23 +508,14 @@ func (w *Writer) rewind(cause error) {
 // loadOffsets reads the stored offsets of keys, retrying with capped
 // backoff while Postgres is unreachable. It returns false if Run's context
 // ended first.
-func (w *Writer) loadOffsets(keys []partitionKey) (map[partitionKey]int64, bool) {
+func (w *Writer) loadOffsets(keys []partitionKey) (map[partitionKey]chatdb.Offset, bool) {
 	backoff := feed.Backoff{Initial: 100 * time.Millisecond, Max: retryMax}
 	for logged := false; ; {
 		ctx, cancel := context.WithTimeout(w.ctx, applyTimeout)
 		offsets, err := w.db.Offsets(ctx, w.offsetsGroup)
 		cancel()
 		if err == nil {
-			stored := make(map[partitionKey]int64, len(keys))
-			for _, k := range keys {
-				stored[k] = chatdb.NoOffset
-			}
-			for _, o := range offsets {
-				if k := (partitionKey{o.Topic, o.Partition}); slices.Contains(keys, k) {
-					stored[k] = o.Next
-				}
-			}
-			return stored, true
+			return storedOffsets(keys, offsets), true
 		}
 		if w.ctx.Err() != nil {
 			return nil, false
@@ -445,14 +547,28 @@ func (w *Writer) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		if !ok {
 			return w.ctx.Err()
 		}
+		states := w.logStates(keys)
 		tps := make([]kafka.TopicPartition, len(keys))
+		var stop []kafka.TopicPartition
 		for i, k := range keys {
-			w.parts[k] = &partition{stored: stored[k], consumed: max(stored[k], 0)}
-			tps[i] = topicPartition(k, stored[k])
+			o := stored[k]
+			p := &partition{stored: o.Next, consumed: max(o.Next, 0), topicID: cmp.Or(states[k].topicID, o.TopicID)}
+			w.parts[k] = p
+			tps[i] = topicPartition(k, o.Next)
+			if err := mismatch(k, o, states[k]); err != nil {
+				w.stop(p, err)
+				stop = append(stop, tps[i])
+			}
 		}
 		w.log.Info("partitions assigned", "partitions", keys, "owned", len(w.parts))
 		w.metrics.assigned.Set(float64(len(w.parts)))
-		return c.IncrementalAssign(tps)
+		if err := c.IncrementalAssign(tps); err != nil {
+			return err
+		}
+		if len(stop) == 0 {
+			return nil
+		}
+		return c.Pause(stop)
 	case kafka.RevokedPartitions:
 		if c.AssignmentLost() {
 			// Another writer may own them already; the offsets' compare-
@@ -464,6 +580,7 @@ func (w *Writer) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 			k := partitionKey{*tp.Topic, tp.Partition}
 			delete(w.parts, k)
 			w.setDurable(k, 0, true)
+			w.countStopped()
 			w.metrics.forget(k)
 		}
 		w.log.Info("partitions revoked", "partitions", len(e.Partitions), "owned", len(w.parts))
