@@ -8,7 +8,7 @@ DEVSTACK := bin/devstack
 TEST_STACK := -profile geo -dir .devstack-test -ports auto -fresh
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: run test chaos bench bootstrap build vet clean
+.PHONY: run test chaos bench soak bootstrap build vet clean
 
 ## run: start the whole geo stack on loopback, print the URLs; Ctrl-C stops everything.
 run: bootstrap build
@@ -60,6 +60,15 @@ bench: bootstrap build
 	    $(BENCH) -bench SustainedThroughput -benchtime 300x ./e2e/; } \
 	    | $(GO) run ./deploy/cmd/benchmd -section e2e'
 
+## soak: an hour at 200 writes/s on a fresh geo stack (deploy/cmd/soak): every service's RSS and
+## Redis's used_memory sampled each minute must stay flat; writes soak.csv and soak.svg beside
+## BENCHMARKS.md and its table into BENCHMARKS.md. Not part of `make test`.
+SOAK_STACK := -profile geo -dir .devstack-soak -ports auto -fresh
+SOAK_FLAGS ?= -duration 1h -rate 200 -every 1m
+soak: bootstrap build
+	$(DEVSTACK) exec $(SOAK_STACK) -- bash -c 'set -o pipefail; \
+	  $(GO) run ./deploy/cmd/soak $(SOAK_FLAGS) -out . | $(GO) run ./deploy/cmd/benchmd -section soak -command "make soak"'
+
 ## bootstrap: install what a fresh machine lacks (idempotent; a second run downloads nothing).
 bootstrap:
 	deploy/bootstrap.sh
@@ -73,4 +82,4 @@ vet:
 
 ## clean: remove local stack state and binaries (caches under ~/.cache/chat-poc stay).
 clean:
-	rm -rf .devstack .devstack-test .devstack-bench .devstack-chaos bin
+	rm -rf .devstack .devstack-test .devstack-bench .devstack-chaos .devstack-soak bin

@@ -1,13 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -45,7 +41,7 @@ func BenchmarkIdleRSS(b *testing.B) {
 		if !ours[s.Name] || !s.Running {
 			continue
 		}
-		kb, err := vmRSS(s.Pid)
+		kb, err := devstack.VmRSS(s.Pid)
 		if err != nil {
 			b.Fatalf("%s: %v", s.Name, err)
 		}
@@ -55,22 +51,6 @@ func BenchmarkIdleRSS(b *testing.B) {
 	}
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(maxMB, "max-MB")
-}
-
-// vmRSS reads a process's resident set size in KiB.
-func vmRSS(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		}
-	}
-	return 0, errors.New("no VmRSS")
 }
 
 // BenchmarkEndToEndLatency measures, at 50, 200 and 1,000 writes/s, the

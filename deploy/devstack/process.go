@@ -1,6 +1,7 @@
 package devstack
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -271,4 +272,21 @@ func (s *Stack) runLogged(ctx context.Context, n Name, dir string, env []string,
 		return fmt.Errorf("%s: %w (see %s)", filepath.Base(path), err, s.logPath(n))
 	}
 	return nil
+}
+
+// VmRSS reads the resident set size of process pid in KiB, from
+// /proc/<pid>/status.
+func VmRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no VmRSS", pid)
 }

@@ -43,6 +43,9 @@ var targets = map[string]string{
 	"BenchmarkEndToEndLatency/rate=200/e2e-p50-ms":   "≤ 30 ms",
 	"BenchmarkEndToEndLatency/rate=200/e2e-p99-ms":   "≤ 150 ms",
 	"BenchmarkSustainedThroughput/changes/s":         "≥ 2,000 for 5 minutes",
+	"BenchmarkSoak/1h0m0s-200wps/lost":               "0",
+	"BenchmarkSoak/1h0m0s-200wps/stream-findings":    "0",
+	"BenchmarkSoak/1h0m0s-200wps/max-growth-%":       "≤ 10 % (last 30 min against minute 30)",
 	"BenchmarkLegacySyncKillStorm/lease/lost":        "– (ours: 0, BenchmarkSyncFailoverGap)",
 	"BenchmarkLegacySyncKillStorm/all/lost":          "– (ours: 0, BenchmarkSyncFailoverGap)",
 }
