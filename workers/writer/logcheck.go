@@ -46,6 +46,9 @@ func (lc logChecker) states(ctx context.Context, keys []partitionKey) (map[parti
 	ctx, cancel := context.WithTimeout(ctx, logCheckTimeout)
 	defer cancel()
 	out := make(map[partitionKey]logState, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
 	var topics []string
 	for _, k := range keys {
 		out[k] = logState{low: -1, high: -1}
