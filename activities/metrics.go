@@ -23,6 +23,8 @@ type Metrics struct {
 	batchSize     prometheus.Histogram
 	produceSecs   prometheus.Histogram
 	publishErrors prometheus.Counter
+	deadLetters   prometheus.Counter
+	pagesShrunk   prometheus.Counter
 	unconfirmed   *prometheus.CounterVec
 	active        prometheus.Gauge
 	lastCheckNano atomic.Int64 // unix nanos of the last checkpoint this worker confirmed
@@ -54,6 +56,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sync_publish_errors_total", Help: "Failed Kafka transactions (retried).",
 		}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sync_dead_letters_total",
+			Help: "Feed changes that could not be published (malformed, or invalid as a change record: an ID over 128 bytes, content not UTF-8, ...), sent with their reason to the dead-letter topic external-feed.dlq in their page's transaction; counted once it committed.",
+		}),
+		pagesShrunk: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sync_pages_too_large_total",
+			Help: "Feed pages larger than the sync reads (16 MiB), not read: the same cursor was polled again for half as many changes.",
+		}),
 		unconfirmed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sync_commits_unconfirmed_total",
 			Help: "Commits a Kafka cluster acknowledged whose records were not visible to read_committed consumers in time, by cluster; each batch was published on the next cluster. Rising while the cluster is up: look for a hanging transaction.",
@@ -73,7 +83,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return time.Since(time.Unix(0, last)).Seconds()
 	})
 	if reg != nil {
-		reg.MustRegister(m.polls, m.pollSeconds, m.changes, m.batchSize, m.produceSecs, m.publishErrors, m.unconfirmed, m.active, age)
+		reg.MustRegister(m.polls, m.pollSeconds, m.changes, m.batchSize, m.produceSecs, m.publishErrors,
+			m.deadLetters, m.pagesShrunk, m.unconfirmed, m.active, age)
 	}
 	return m
 }
@@ -84,10 +95,18 @@ func (m *Metrics) Unconfirmed(cluster string) { m.unconfirmed.WithLabelValues(cl
 
 func (m *Metrics) checkpoint(at time.Time) { m.lastCheckNano.Store(at.UnixNano()) }
 
-func (m *Metrics) published(cluster string, changes []feed.Change, took time.Duration) {
-	for _, c := range changes {
+// published counts a page's changes published on cluster, by kind, and its
+// dead letters (whose kinds are whatever the feed sent: no label).
+func (m *Metrics) published(cluster string, changes []feed.Change, dead []DeadLetter, took time.Duration) {
+	next := 0 // the next dead letter; they are in page order
+	for i, c := range changes {
+		if next < len(dead) && dead[next].Index == i {
+			next++
+			continue
+		}
 		m.changes.WithLabelValues(cluster, string(c.Kind)).Inc()
 	}
+	m.deadLetters.Add(float64(len(dead)))
 	m.batchSize.Observe(float64(len(changes)))
 	m.produceSecs.Observe(took.Seconds())
 }

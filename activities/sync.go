@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -49,6 +50,9 @@ const (
 	// maxRetryAfter caps how long a 429's Retry-After is honoured, so that
 	// one wait stays well inside the activity's start-to-close timeout.
 	maxRetryAfter = 30 * time.Second
+	// feedDefaultLimit is the feed's page size when none is asked for: the
+	// size a SyncParams.PageSize of 0 stands for.
+	feedDefaultLimit = 100
 )
 
 // Activities are the sync's activities; register a *Activities with the
@@ -106,6 +110,7 @@ func (a *Activities) Sync(ctx context.Context, in SyncParams) (Progress, error) 
 	defer a.metrics.stall.end()
 
 	backoff := feed.Backoff{Initial: retryInitial, Max: retryMax}
+	size := newPageSize(in.PageSize)
 	deadline := time.Now().Add(in.ReportAfter)
 	stop := activity.GetWorkerStopChannel(ctx)
 	for time.Now().Before(deadline) {
@@ -118,11 +123,18 @@ func (a *Activities) Sync(ctx context.Context, in SyncParams) (Progress, error) 
 			return prog, ctx.Err()
 		default:
 		}
-		err := a.step(ctx, &prog, attempt, in.PageSize, min(longPollWait, time.Until(deadline)))
+		err := a.step(ctx, &prog, attempt, size.n, min(longPollWait, time.Until(deadline)), log)
 		if err == nil {
+			size.grow()
 			backoff.Reset()
 			prog.LastError = ""
 			activity.RecordHeartbeat(ctx, prog)
+			continue
+		}
+		if errors.Is(err, feed.ErrPageTooLarge) && size.shrink() {
+			// Not a failure: the same cursor, at once, for fewer changes.
+			a.metrics.pagesShrunk.Inc()
+			log.Debug("feed page too large; asking for fewer changes", "cursor", prog.Cursor, "pageSize", size.n)
 			continue
 		}
 		if ferr := failure(err); ferr != nil {
@@ -150,8 +162,8 @@ func (a *Activities) Sync(ctx context.Context, in SyncParams) (Progress, error) 
 }
 
 // step polls one page and publishes it, advancing prog's checkpoint only
-// after Kafka acknowledged the whole page.
-func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, pageSize int, wait time.Duration) error {
+// after Kafka acknowledged the whole page — its dead letters included.
+func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, pageSize int, wait time.Duration, log *slog.Logger) error {
 	began := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, wait+pollMargin)
 	page, err := a.feed.Poll(pctx, prog.Cursor, pageSize, wait)
@@ -172,10 +184,7 @@ func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, p
 		return nil
 	}
 	a.metrics.stall.polled(polled, prog.Cursor)
-	recs, err := Records(page.Changes, a.identity, attempt)
-	if err != nil {
-		return err
-	}
+	recs, dead := Records(page.Changes, Source{Worker: a.identity, Attempt: attempt, Cursor: prog.Cursor})
 	stopBeating := beatWhile(ctx, *prog)
 	cluster, err := a.pub.Publish(ctx, recs)
 	stopBeating()
@@ -184,15 +193,56 @@ func (a *Activities) step(ctx context.Context, prog *Progress, attempt string, p
 		return err
 	}
 	acked := time.Now()
-	a.metrics.published(cluster, page.Changes, acked.Sub(polled))
+	a.metrics.published(cluster, page.Changes, dead, acked.Sub(polled))
+	for _, d := range dead {
+		log.Warn("feed change dead-lettered", "topic", DeadLetterTopic, "cluster", cluster,
+			"sourceCursor", prog.Cursor, "sourceIndex", d.Index+1, "kind", shortText(string(d.Kind)),
+			"chatId", shortText(d.ChatID), "bytes", d.Bytes, "reason", d.Reason)
+	}
 	prog.Cursor = page.Cursor
 	prog.Changes += int64(len(recs))
 	prog.Cluster = cluster
-	prog.Lag = max(0, acked.Sub(page.Changes[len(page.Changes)-1].At))
+	if at := lastAt(page.Changes); !at.IsZero() {
+		prog.Lag = max(0, acked.Sub(at))
+	}
 	a.metrics.checkpoint(acked)
 	a.metrics.stall.checkpointed()
 	return nil
 }
+
+// lastAt returns the time of the newest change of a page that has one (a
+// malformed change may not).
+func lastAt(changes []feed.Change) time.Time {
+	for i := len(changes) - 1; i >= 0; i-- {
+		if !changes[i].At.IsZero() {
+			return changes[i].At
+		}
+	}
+	return time.Time{}
+}
+
+// pageSize is the page size the sync asks for: the configured one, halved
+// after a page too large to read (feed.ErrPageTooLarge), doubled back after
+// each page read. It starts over with every activity execution.
+type pageSize struct{ n, max int }
+
+func newPageSize(n int) pageSize {
+	if n <= 0 {
+		n = feedDefaultLimit
+	}
+	return pageSize{n: n, max: n}
+}
+
+// shrink halves the size and reports whether it could (it is at least 1).
+func (p *pageSize) shrink() bool {
+	if p.n <= 1 {
+		return false
+	}
+	p.n /= 2
+	return true
+}
+
+func (p *pageSize) grow() { p.n = min(p.max, p.n*2) }
 
 // publishBeat is how often a publish in progress, or a backoff, heartbeats
 // (the unchanged checkpoint): a publish that fails over to the other Kafka
@@ -269,49 +319,148 @@ func sleep(ctx context.Context, stop <-chan struct{}, d time.Duration, prog Prog
 	return false
 }
 
-// Records turns feed changes into Kafka records keyed by chat ID, in order:
-// message changes to change.TopicMessages, chat lifecycle to
-// change.TopicChats. worker and attempt name the publisher in the records'
-// tracing headers.
-func Records(changes []feed.Change, worker, attempt string) ([]publisher.Record, error) {
+// DeadLetterTopic is the sync's dead-letter topic, external-feed.dlq: a
+// change it cannot publish goes there, in its page's transaction.
+var DeadLetterTopic = change.DeadLetterTopic(change.FeedSource)
+
+// Dead-letter bounds.
+const (
+	// maxDeadLetterBytes bounds a dead letter's value: a change is at most
+	// feed.MaxChangeBytes, but a Kafka record at most 1 MB (the brokers'
+	// and librdkafka's default), and a record Kafka refuses would fail its
+	// page again and again. A longer change is cut, and says so
+	// (change.HeaderTruncatedFrom).
+	maxDeadLetterBytes = 512 << 10
+	// maxDeadLetterKindBytes bounds the kind header of a dead letter, which
+	// is whatever the feed sent.
+	maxDeadLetterKindBytes = 64
+	// maxLoggedTextBytes bounds a kind or chat ID a log line quotes.
+	maxLoggedTextBytes = 64
+)
+
+// Source says where a page of changes came from and who publishes it, for
+// the records' tracing and dead-letter headers.
+type Source struct {
+	Worker  string // the publishing worker's identity
+	Attempt string // the activity attempt: workflow run ID/activity ID#attempt
+	Cursor  string // the cursor the page was polled after
+}
+
+// DeadLetter is a change of a page that could not be published: it went to
+// DeadLetterTopic instead.
+type DeadLetter struct {
+	Index  int       // its position in the page, from 0
+	Kind   feed.Kind // as the feed sent it, if it could be read
+	ChatID string    // as the feed sent it, if it could be read
+	Bytes  int       // the size of its JSON
+	Reason error
+}
+
+// Records turns a page of feed changes into Kafka records keyed by chat ID,
+// in order: message changes to change.TopicMessages, chat lifecycle to
+// change.TopicChats, each checked with change's Validate, with tracing
+// headers naming src's worker and attempt. A change that cannot be
+// published (malformed in the feed, or invalid as a change record) becomes
+// a record of DeadLetterTopic in its place instead: the change's JSON as
+// the feed sent it, keyed by its chat ID when that is short enough, with
+// the reason and src's cursor in its headers; it is also returned among
+// the dead letters.
+func Records(changes []feed.Change, src Source) ([]publisher.Record, []DeadLetter) {
 	recs := make([]publisher.Record, 0, len(changes))
-	for _, c := range changes {
-		var (
-			topic string
-			value any
-		)
-		switch c.Kind {
-		case feed.KindChatCreated, feed.KindChatDeleted:
-			typ := change.ChatNew
-			if c.Kind == feed.KindChatDeleted {
-				typ = change.ChatDelete
-			}
-			topic, value = change.TopicChats, change.Chat{Type: typ, ID: c.ChatID, Version: c.Version}
-		case feed.KindMessageCreated, feed.KindMessageUpdated, feed.KindMessageDeleted:
-			m := c.Message
-			topic, value = change.TopicMessages, change.Message{
-				ID: m.ID, ChatID: c.ChatID, Content: m.Content,
-				CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, IsDeleted: m.IsDeleted,
-				Version: c.Version,
-			}
-		default:
-			return nil, fmt.Errorf("change of chat %s: unknown kind %q", c.ChatID, c.Kind)
-		}
-		b, err := json.Marshal(value)
+	var dead []DeadLetter
+	for i, c := range changes {
+		rec, err := record(c, src)
 		if err != nil {
-			return nil, fmt.Errorf("encode %s change of chat %s: %w", c.Kind, c.ChatID, err)
+			dead = append(dead, DeadLetter{Index: i, Kind: c.Kind, ChatID: c.ChatID, Bytes: len(c.Raw), Reason: err})
+			rec = deadLetterRecord(c, i, err, src)
 		}
-		recs = append(recs, publisher.Record{
-			Topic: topic,
-			Key:   []byte(c.ChatID),
-			Value: b,
-			Headers: []publisher.Header{
-				{Key: change.HeaderKind, Value: []byte(c.Kind)},
-				{Key: change.HeaderVersion, Value: change.FormatVersion(c.Version)},
-				{Key: change.HeaderWorker, Value: []byte(worker)},
-				{Key: change.HeaderAttempt, Value: []byte(attempt)},
-			},
-		})
+		recs = append(recs, rec)
 	}
-	return recs, nil
+	return recs, dead
+}
+
+// record returns the change record of c, or why there is none.
+func record(c feed.Change, src Source) (publisher.Record, error) {
+	if c.Malformed != nil {
+		return publisher.Record{}, c.Malformed
+	}
+	var (
+		topic string
+		value any
+		err   error
+	)
+	switch c.Kind {
+	case feed.KindChatCreated, feed.KindChatDeleted:
+		typ := change.ChatNew
+		if c.Kind == feed.KindChatDeleted {
+			typ = change.ChatDelete
+		}
+		ch := change.Chat{Type: typ, ID: c.ChatID, Version: c.Version}
+		topic, value, err = change.TopicChats, ch, ch.Validate()
+	case feed.KindMessageCreated, feed.KindMessageUpdated, feed.KindMessageDeleted:
+		if c.Message == nil { // the feed client marks this Malformed
+			return publisher.Record{}, fmt.Errorf("%w: %s without its message", change.ErrInvalid, c.Kind)
+		}
+		m := change.Message{
+			ID: c.Message.ID, ChatID: c.ChatID, Content: c.Message.Content,
+			CreatedAt: c.Message.CreatedAt, UpdatedAt: c.Message.UpdatedAt, IsDeleted: c.Message.IsDeleted,
+			Version: c.Version,
+		}
+		topic, value, err = change.TopicMessages, m, m.Validate()
+	default: // the feed client lets no other kind through unmarked
+		err = fmt.Errorf("unknown kind %q", shortText(string(c.Kind)))
+	}
+	if err != nil {
+		return publisher.Record{}, err
+	}
+	b, err := json.Marshal(value)
+	if err != nil { // a timestamp beyond year 9999, say
+		return publisher.Record{}, fmt.Errorf("%w: encode %s change: %w", change.ErrInvalid, c.Kind, err)
+	}
+	return publisher.Record{
+		Topic: topic,
+		Key:   []byte(c.ChatID),
+		Value: b,
+		Headers: []publisher.Header{
+			{Key: change.HeaderKind, Value: []byte(c.Kind)},
+			{Key: change.HeaderVersion, Value: change.FormatVersion(c.Version)},
+			{Key: change.HeaderWorker, Value: []byte(src.Worker)},
+			{Key: change.HeaderAttempt, Value: []byte(src.Attempt)},
+		},
+	}, nil
+}
+
+// deadLetterRecord is the DeadLetterTopic record of c, the change at index i
+// of a page from src, which could not be published for reason.
+func deadLetterRecord(c feed.Change, i int, reason error, src Source) publisher.Record {
+	value := c.Raw
+	headers := []publisher.Header{
+		{Key: change.HeaderError, Value: []byte(reason.Error())},
+		{Key: change.HeaderSourceCursor, Value: []byte(src.Cursor)},
+		{Key: change.HeaderSourceIndex, Value: strconv.AppendInt(nil, int64(i+1), 10)},
+		{Key: change.HeaderKind, Value: []byte(truncate(string(c.Kind), maxDeadLetterKindBytes))},
+		{Key: change.HeaderWorker, Value: []byte(src.Worker)},
+		{Key: change.HeaderAttempt, Value: []byte(src.Attempt)},
+	}
+	if len(value) > maxDeadLetterBytes {
+		value = value[:maxDeadLetterBytes]
+		headers = append(headers, publisher.Header{Key: change.HeaderTruncatedFrom, Value: strconv.AppendInt(nil, int64(len(c.Raw)), 10)})
+	}
+	var key []byte // no key: any partition
+	if c.ChatID != "" && len(c.ChatID) <= change.MaxIDBytes {
+		key = []byte(c.ChatID) // with the chat's other dead letters
+	}
+	return publisher.Record{Topic: DeadLetterTopic, Key: key, Value: value, Headers: headers}
+}
+
+// truncate cuts s to at most n bytes.
+func truncate(s string, n int) string { return s[:min(len(s), n)] }
+
+// shortText makes text from the feed fit for a log line: at most
+// maxLoggedTextBytes, quoted (it may hold anything).
+func shortText(s string) string {
+	if len(s) > maxLoggedTextBytes {
+		return strconv.Quote(s[:maxLoggedTextBytes]) + "…"
+	}
+	return strconv.Quote(s)
 }

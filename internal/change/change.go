@@ -17,7 +17,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Topics the sync publishes to. MirrorMaker 2 copies each to the other
@@ -99,7 +101,8 @@ type Chat struct {
 var ErrInvalid = errors.New("invalid change record")
 
 // Validate reports whether m can be applied: well-formed IDs, a positive
-// version, timestamps set, content within MaxContentBytes.
+// version, timestamps set, content within MaxContentBytes that passes
+// CheckText.
 func (m Message) Validate() error {
 	if err := checkID("message", m.ID); err != nil {
 		return err
@@ -114,6 +117,23 @@ func (m Message) Validate() error {
 		return fmt.Errorf("%w: message %s without createdAt/updatedAt", ErrInvalid, m.ID)
 	case len(m.Content) > MaxContentBytes:
 		return fmt.Errorf("%w: message %s content of %d bytes", ErrInvalid, m.ID, len(m.Content))
+	}
+	if err := CheckText(m.Content); err != nil {
+		return fmt.Errorf("%w: message %s content: %w", ErrInvalid, m.ID, err)
+	}
+	return nil
+}
+
+// CheckText reports whether s is text every store of ours keeps as it is:
+// valid UTF-8 (Go's JSON encoder would replace the rest, Postgres rejects
+// it) without NUL bytes (JSON's \u0000 decodes to one; Postgres's text
+// cannot hold it). Its errors do not quote s.
+func CheckText(s string) error {
+	if !utf8.ValidString(s) {
+		return errors.New("text is not valid UTF-8")
+	}
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return fmt.Errorf("text contains a NUL byte at %d", i)
 	}
 	return nil
 }

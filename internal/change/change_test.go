@@ -24,6 +24,8 @@ func TestDecodeValidatesRecords(t *testing.T) {
 		{name: "message without timestamps", value: `{"id":"m","chatId":"c","version":3}`},
 		{name: "message too large", value: `{"id":"m","chatId":"c","content":"` + big + `","createdAt":"` + at + `","updatedAt":"` + at + `","version":3}`},
 		{name: "message not JSON", value: `{"id":`},
+		{name: "message content with a NUL", value: `{"id":"m","chatId":"c","content":"a\u0000b","createdAt":"` + at + `","updatedAt":"` + at + `","version":3}`},
+		{name: "message content not ASCII", value: `{"id":"m","chatId":"c","content":"caf\u00e9 \ud83d\ude00","createdAt":"` + at + `","updatedAt":"` + at + `","version":3}`, ok: true},
 		{name: "message with a UUID and a longest id", value: `{"id":"` + strings.Repeat("m", change.MaxIDBytes) + `","chatId":"0b7e4f2a-5d1c-4c8e-9f3a-2b6d8e1c4a70","createdAt":"` + at + `","updatedAt":"` + at + `","version":3}`, ok: true},
 		{name: "message with a 10 kB id", value: `{"id":"` + strings.Repeat("m", 10_000) + `","chatId":"c","createdAt":"` + at + `","updatedAt":"` + at + `","version":3}`},
 		{name: "message with an id one byte too long", value: `{"id":"` + strings.Repeat("m", change.MaxIDBytes+1) + `","chatId":"c","createdAt":"` + at + `","updatedAt":"` + at + `","version":3}`},
@@ -55,6 +57,33 @@ func TestDecodeValidatesRecords(t *testing.T) {
 				t.Errorf("err = %v, want one wrapping ErrInvalid", err)
 			}
 		})
+	}
+}
+
+// TestValidateChecksContentText: JSON decoding cannot yield invalid UTF-8
+// (it substitutes U+FFFD), but a Message built from another source can.
+func TestValidateChecksContentText(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		content string
+		ok      bool
+	}{
+		{"hello", true},
+		{"caf\u00e9", true},
+		{"", true},
+		{"bad \xff\xfe bytes", false},
+		{"cut \xe2\x82", false},
+		{"nul \x00 byte", false},
+	} {
+		m := change.Message{ID: "m", ChatID: "c", Content: tc.content, CreatedAt: at, UpdatedAt: at, Version: 1}
+		err := m.Validate()
+		if tc.ok != (err == nil) || (err != nil && !errors.Is(err, change.ErrInvalid)) {
+			t.Errorf("Validate(content %q) = %v, want ok %t", tc.content, err, tc.ok)
+		}
+		if err != nil && strings.Contains(err.Error(), tc.content) {
+			t.Errorf("error quotes the content: %v", err)
+		}
 	}
 }
 

@@ -154,29 +154,15 @@ func TestPollAcceptsValidEdgePages(t *testing.T) {
 
 func TestPollRejectsMalformedPages(t *testing.T) {
 	t.Parallel()
-	const at = `"at":"2025-01-02T03:04:05Z"`
-	msg := func(id, chat string) string {
-		return `"message":{"id":"` + id + `","chatId":"` + chat + `","version":2}`
-	}
-	page := func(change string) string { return `{"changes":[{` + change + `}],"cursor":"n"}` }
 	for _, tc := range []struct{ name, body string }{
 		{"not JSON", `<html>proxy error</html>`},
 		{"empty body", ``},
 		{"trailing data", `{"changes":[],"cursor":""} {}`},
 		{"no changes", `{"cursor":"n"}`},
 		{"null changes", `{"changes":null,"cursor":"n"}`},
+		{"changes not an array", `{"changes":{},"cursor":"n"}`},
 		{"no cursor", `{"changes":[]}`},
-		{"changes without a cursor", `{"changes":[{"kind":"chat.created","chatId":"c","version":1,` + at + `}],"cursor":""}`},
-		{"wrong type", `{"changes":[{"kind":"chat.created","chatId":"c","version":"1",` + at + `}],"cursor":"n"}`},
-		{"unknown kind", page(`"kind":"chat.renamed","chatId":"c","version":1,` + at)},
-		{"empty kind", page(`"chatId":"c","version":1,` + at)},
-		{"no chat ID", page(`"kind":"chat.created","version":1,` + at)},
-		{"zero version", page(`"kind":"chat.created","chatId":"c","version":0,` + at)},
-		{"negative version", page(`"kind":"chat.created","chatId":"c","version":-3,` + at)},
-		{"chat change with a message", page(`"kind":"chat.deleted","chatId":"c",` + msg("m", "c") + `,"version":2,` + at)},
-		{"message change without a message", page(`"kind":"message.updated","chatId":"c","version":2,` + at)},
-		{"message without an ID", page(`"kind":"message.created","chatId":"c",` + msg("", "c") + `,"version":2,` + at)},
-		{"message of another chat", page(`"kind":"message.deleted","chatId":"c",` + msg("m", "other") + `,"version":2,` + at)},
+		{"changes without a cursor", `{"changes":[{"kind":"chat.created","chatId":"c","version":1,"at":"2025-01-02T03:04:05Z"}],"cursor":""}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -187,6 +173,64 @@ func TestPollRejectsMalformedPages(t *testing.T) {
 			if feed.Permanent(err) || !strings.HasPrefix(err.Error(), "poll feed: ") {
 				t.Errorf("err = %q (permanent %t), want a retryable poll feed error", err, feed.Permanent(err))
 			}
+		})
+	}
+}
+
+// TestPollMarksBadChanges: a change that breaks the feed's contract is
+// returned in its place, marked, with its raw bytes; the good changes
+// around it and the page's cursor are returned as usual.
+func TestPollMarksBadChanges(t *testing.T) {
+	t.Parallel()
+	const at = `"at":"2025-01-02T03:04:05Z"`
+	msg := func(id, chat string) string {
+		return `"message":{"id":"` + id + `","chatId":"` + chat + `","version":2}`
+	}
+	good := `{"kind":"chat.created","chatId":"c","version":1,` + at + `}`
+	huge := `{"kind":"message.created","chatId":"c",` + msg("m", "c") + `,"version":2,` + at +
+		`,"pad":"` + strings.Repeat("x", feed.MaxChangeBytes) + `"}`
+	for _, tc := range []struct{ name, change, kind, chat string }{
+		{"not UTF-8", `{"kind":"message.created","chatId":"c","message":{"id":"m","chatId":"c","content":"bad ` + "\xff\xfe" + `","version":2},"version":2,` + at + `}`, "message.created", "c"},
+		{"cut UTF-8 in an ID", `{"kind":"chat.created","chatId":"c` + "\xe2\x82" + `","version":1,` + at + `}`, "chat.created", "c\uFFFD\uFFFD"},
+		{"wrong type", `{"kind":"chat.created","chatId":"c","version":"1",` + at + `}`, "chat.created", "c"},
+		{"not an object", `[1,2]`, "", ""},
+		{"unknown kind", `{"kind":"chat.renamed","chatId":"c","version":1,` + at + `}`, "chat.renamed", "c"},
+		{"empty kind", `{"chatId":"c","version":1,` + at + `}`, "", "c"},
+		{"no chat ID", `{"kind":"chat.created","version":1,` + at + `}`, "chat.created", ""},
+		{"zero version", `{"kind":"chat.created","chatId":"c","version":0,` + at + `}`, "chat.created", "c"},
+		{"negative version", `{"kind":"chat.created","chatId":"c","version":-3,` + at + `}`, "chat.created", "c"},
+		{"chat change with a message", `{"kind":"chat.deleted","chatId":"c",` + msg("m", "c") + `,"version":2,` + at + `}`, "chat.deleted", "c"},
+		{"message change without a message", `{"kind":"message.updated","chatId":"c","version":2,` + at + `}`, "message.updated", "c"},
+		{"message without an ID", `{"kind":"message.created","chatId":"c",` + msg("", "c") + `,"version":2,` + at + `}`, "message.created", "c"},
+		{"message of another chat", `{"kind":"message.deleted","chatId":"c",` + msg("m", "other") + `,"version":2,` + at + `}`, "message.deleted", "c"},
+		{"larger than MaxChangeBytes", huge, "message.created", "c"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := `{"changes":[` + good + `,` + tc.change + `,` + good + `],"cursor":"n"}`
+			p, err := poll(t, serve(t, answer(http.StatusOK, body)).URL)
+			if err != nil || len(p.Changes) != 3 || p.Cursor != "n" {
+				t.Fatalf("Poll = %d changes, cursor %q, %v; want 3 changes and cursor n", len(p.Changes), p.Cursor, err)
+			}
+			for _, i := range []int{0, 2} {
+				if c := p.Changes[i]; c.Malformed != nil || string(c.Raw) != good || c.Kind != feed.KindChatCreated {
+					t.Errorf("good change %d = %+v (malformed: %v)", i, c, c.Malformed)
+				}
+			}
+			bad := p.Changes[1]
+			if !errors.Is(bad.Malformed, feed.ErrBadChange) {
+				t.Fatalf("bad change's Malformed = %v, want ErrBadChange; raw %q", bad.Malformed, bad.Raw)
+			}
+			if string(bad.Raw) != tc.change {
+				t.Errorf("bad change's Raw = %.80q, want the change as sent", bad.Raw)
+			}
+			if string(bad.Kind) != tc.kind || bad.ChatID != tc.chat {
+				t.Errorf("bad change read as kind %q of chat %q, want %q of %q", bad.Kind, bad.ChatID, tc.kind, tc.chat)
+			}
+			if len(bad.Malformed.Error()) > 200 || strings.Contains(bad.Malformed.Error(), "bad ") {
+				t.Errorf("Malformed = %.300q: too long, or quotes the content", bad.Malformed)
+			}
+			t.Logf("%s: %v", tc.name, bad.Malformed)
 		})
 	}
 }
@@ -228,26 +272,42 @@ func TestPollCutBodyIsRetryable(t *testing.T) {
 	}
 }
 
-func TestPollRejectsHugeBody(t *testing.T) {
-	t.Parallel()
-	srv := serve(t, func(w http.ResponseWriter, _ *http.Request) {
+// hugePage serves a page of changes whose body is larger than
+// feed.MaxPageBytes, and counts the limits it was asked for.
+func hugePage(limits *[]string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		*limits = append(*limits, r.URL.Query().Get("limit"))
 		w.Header().Set("Content-Type", "application/json")
 		// Valid JSON if it were read to the end: only the size is wrong.
 		_, _ = io.WriteString(w, `{"changes":[],"cursor":"n"`)
 		spaces := []byte(strings.Repeat(" ", 1<<20))
-		for range 65 {
+		for range feed.MaxPageBytes>>20 + 1 {
 			if _, err := w.Write(spaces); err != nil {
 				return // the client gave up, as it should
 			}
 		}
 		_, _ = io.WriteString(w, `}`)
-	})
+	}
+}
+
+func TestPollRejectsHugeBody(t *testing.T) {
+	t.Parallel()
+	var limits []string
+	srv := serve(t, hugePage(&limits))
 	page, err := poll(t, srv.URL)
-	if err == nil || !strings.Contains(err.Error(), "larger than") {
-		t.Fatalf("Poll of a 65 MiB body = %d changes, %v; want a too-large error", len(page.Changes), err)
+	if !errors.Is(err, feed.ErrPageTooLarge) || feed.Permanent(err) {
+		t.Fatalf("Poll of 10 changes in a %d MiB body = %d changes, %v; want a retryable ErrPageTooLarge", feed.MaxPageBytes>>20+1, len(page.Changes), err)
 	}
 	if len(err.Error()) > 200 {
 		t.Errorf("error is %d bytes long: %.300s", len(err.Error()), err)
+	}
+	// Fewer changes cannot be asked for than one: that page is not the
+	// feed talking, and is retried as any bad answer.
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	page, err = newClient(t, srv.URL).Poll(ctx, "c1", 1, 0)
+	if err == nil || errors.Is(err, feed.ErrPageTooLarge) || feed.Permanent(err) || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("Poll of one change in a huge body = %d changes, %v; want a retryable too-large error other than ErrPageTooLarge", len(page.Changes), err)
 	}
 }
 

@@ -21,9 +21,20 @@ var ErrCursorExpired = errors.New("cursor expired: the feed no longer retains th
 var ErrBadCursor = errors.New("cursor not recognised by the feed")
 
 // ErrMalformed reports a response body that is not a valid page of the feed:
-// bad JSON, a body cut short, or a change breaking the feed's contract. It is
+// bad JSON, a body cut short, no changes array or no cursor. It is
 // retryable, since a dropped connection or a confused proxy produces it too.
+// (A change breaking the feed's contract in a good page is not: see
+// ErrBadChange.)
 var ErrMalformed = errors.New("malformed feed response")
+
+// ErrBadChange is wrapped by Change.Malformed: one change breaks the feed's
+// contract, in a page that is otherwise good. Retrying cannot help; the
+// caller dead-letters the change and moves on.
+var ErrBadChange = errors.New("malformed change")
+
+// ErrPageTooLarge reports a page larger than MaxPageBytes, which was not
+// read. Polling again for fewer changes can help; polling the same cannot.
+var ErrPageTooLarge = errors.New("page larger than the client reads")
 
 // The machine-readable codes of the feed's error bodies.
 const (

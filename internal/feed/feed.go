@@ -19,13 +19,15 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Kind says what a Change did.
 type Kind string
 
-// The kinds of changes the feed reports. A page holding any other kind is
-// malformed: the sync must not skip changes it does not understand.
+// The kinds of changes the feed reports. A change of any other kind is
+// malformed (Change.Malformed): the sync must not skip changes it does not
+// understand, so it dead-letters it.
 const (
 	KindChatCreated    Kind = "chat.created"
 	KindChatDeleted    Kind = "chat.deleted"
@@ -56,6 +58,17 @@ type Change struct {
 	Message *Message  `json:"message,omitempty"`
 	Version int64     `json:"version"`
 	At      time.Time `json:"at"`
+
+	// Raw is the change's JSON exactly as the feed sent it, for a dead
+	// letter.
+	Raw []byte `json:"-"`
+	// Malformed, when set, says why the change breaks the feed's contract
+	// (not UTF-8, not decodable, an unknown kind, a missing field, larger
+	// than MaxChangeBytes); it wraps ErrBadChange. The other fields then
+	// hold what could be read, if anything. The page around it is good: its
+	// cursor passes the change, which the caller must not drop silently
+	// (the sync dead-letters it).
+	Malformed error `json:"-"`
 }
 
 // Page is one answer of the feed: the changes after the cursor polled, oldest
@@ -84,10 +97,21 @@ const (
 	// and the transfer of up to maxBodyBytes. A poll that takes longer is
 	// abandoned and reported as a retryable error.
 	requestMargin = 10 * time.Second
-	// maxBodyBytes bounds a page's body. The largest page the feed can send
-	// (1000 changes of 10,000-character messages, every character escaped as
-	// \uXXXX) is about 58 MiB; anything larger is not the feed talking.
-	maxBodyBytes = 64 << 20
+	// MaxPageBytes bounds a page's body, so that a page and what the sync
+	// makes of it (its changes decoded, their records, the producer's copy:
+	// about five times this at the peak) stay well inside the sync worker's
+	// 256 MiB. Its changes are capped by count only, and the largest page
+	// the feed can send (1000 changes of 10,000-character messages, every
+	// character escaped as \uXXXX) is about 58 MiB; a page of 1000 such
+	// messages in plain ASCII, about 10 MiB, fits. A larger page is not read:
+	// Poll returns ErrPageTooLarge and the caller polls again for fewer
+	// changes. A page of one change larger than this cannot be read at all.
+	MaxPageBytes = 16 << 20
+	// MaxChangeBytes bounds one change's JSON: the feed's largest is about
+	// 60 KB (10,000 characters escaped as \uXXXX), and nothing larger can be
+	// published (Kafka takes records of up to 1 MB). A larger change is
+	// malformed, and is not decoded.
+	MaxChangeBytes = 1 << 20
 	// maxErrorBodyBytes is how much of an error response is read to find its
 	// message; maxErrorMessageBytes is how much of that message an error shows.
 	maxErrorBodyBytes    = 64 << 10
@@ -165,8 +189,11 @@ func defaultHTTPClient() *http.Client {
 //
 // It returns ErrBadCursor or ErrCursorExpired when the feed rejects the
 // cursor, a *StatusError for any other non-2xx answer, an error wrapping
-// ErrMalformed when the page breaks the feed's contract (no change is ever
-// skipped), and ctx's error, wrapped, when ctx ends first.
+// ErrPageTooLarge when the body is larger than MaxPageBytes (unless limit is
+// 1), an error wrapping ErrMalformed when the page breaks the feed's contract
+// (no change is ever skipped), and ctx's error, wrapped, when ctx ends
+// first. A change that breaks the contract within a good page is returned
+// with its Malformed error set.
 func (c *Client) Poll(ctx context.Context, cursor string, limit int, wait time.Duration) (Page, error) {
 	q := url.Values{}
 	if cursor != "" {
@@ -202,12 +229,15 @@ func (c *Client) Poll(ctx context.Context, cursor string, limit int, wait time.D
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return Page{}, statusError(ctx, resp, cursor)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxPageBytes+1))
 	if err != nil {
 		return Page{}, transportError(ctx, timeout, fmt.Errorf("read response: %w", err))
 	}
-	if len(body) > maxBodyBytes {
-		return Page{}, fmt.Errorf("poll feed: response body larger than %d MiB", maxBodyBytes>>20)
+	if len(body) > MaxPageBytes {
+		if limit == 1 {
+			return Page{}, fmt.Errorf("poll feed: a page of one change larger than %d MiB", MaxPageBytes>>20)
+		}
+		return Page{}, fmt.Errorf("poll feed: %d changes or fewer: %w", limit, ErrPageTooLarge)
 	}
 	page, err := parsePage(body)
 	if err != nil {
@@ -262,10 +292,11 @@ func statusError(ctx context.Context, resp *http.Response, cursor string) error 
 }
 
 // feedPage is the feed's JSON. The pointers tell a missing field from an
-// empty one.
+// empty one; the changes are decoded one by one (parseChange), so that one
+// bad change does not hide the others.
 type feedPage struct {
-	Changes *[]Change `json:"changes"`
-	Cursor  *string   `json:"cursor"`
+	Changes *[]json.RawMessage `json:"changes"`
+	Cursor  *string            `json:"cursor"`
 }
 
 // parsePage decodes and checks a page. Unknown fields are accepted, so the
@@ -283,12 +314,55 @@ func parsePage(body []byte) (Page, error) {
 	case len(*p.Changes) > 0 && *p.Cursor == "":
 		return Page{}, fmt.Errorf("%w: %d changes and an empty cursor", ErrMalformed, len(*p.Changes))
 	}
-	for i, ch := range *p.Changes {
-		if err := ch.validate(); err != nil {
-			return Page{}, fmt.Errorf("%w: change %d of %d: %w", ErrMalformed, i+1, len(*p.Changes), err)
+	changes := make([]Change, len(*p.Changes))
+	for i, raw := range *p.Changes {
+		changes[i] = parseChange(raw)
+	}
+	return Page{Changes: changes, Cursor: *p.Cursor}, nil
+}
+
+// parseChange decodes and checks one change. JSON must be UTF-8, and Go's
+// decoder would silently replace invalid bytes with U+FFFD: that is checked
+// on the raw bytes first.
+func parseChange(raw []byte) Change {
+	var c Change
+	if len(raw) > MaxChangeBytes {
+		// Not decoded (its strings would take as much memory again): only
+		// its kind and chat, if they can be read, for the dead letter.
+		_ = json.Unmarshal(raw, &struct {
+			Kind   *Kind   `json:"kind"`
+			ChatID *string `json:"chatId"`
+		}{&c.Kind, &c.ChatID})
+		c.Raw = raw
+		c.Malformed = fmt.Errorf("%w: %d bytes, more than %d", ErrBadChange, len(raw), MaxChangeBytes)
+		return c
+	}
+	err := json.Unmarshal(raw, &c)
+	c.Raw = raw
+	switch {
+	case !utf8.Valid(raw):
+		c.Malformed = fmt.Errorf("%w: not valid UTF-8 (byte %d)", ErrBadChange, invalidUTF8At(raw))
+	case err != nil:
+		c.Malformed = fmt.Errorf("%w: %w", ErrBadChange, err)
+	default:
+		if err := c.validate(); err != nil {
+			c.Malformed = fmt.Errorf("%w: %w", ErrBadChange, err)
 		}
 	}
-	return Page{Changes: *p.Changes, Cursor: *p.Cursor}, nil
+	return c
+}
+
+// invalidUTF8At returns the offset of the first byte of b that is not valid
+// UTF-8, or len(b).
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
 }
 
 // validate checks one change against the feed's contract.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chatpoc/chat-poc/apps/external/api"
 	"github.com/chatpoc/chat-poc/apps/external/externaltest"
+	"github.com/chatpoc/chat-poc/apps/external/store"
 	"github.com/chatpoc/chat-poc/deploy/devstack"
 	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
 	"github.com/chatpoc/chat-poc/workflows"
@@ -41,6 +42,7 @@ type syncEnv struct {
 	ns       string
 	tc       client.Client
 	external string
+	extStore *store.Store // the external service's store, to read its feed directly
 	txnID    string
 	procs    *stacktest.Procs
 
@@ -52,9 +54,9 @@ func newSyncEnv(t testing.TB) *syncEnv {
 	t.Helper()
 	stack := stacktest.Connect(t)
 	ns, tc := stacktest.FreshNamespace(t, stack)
-	ext := externaltest.NewServer(t, api.Config{AdminToken: adminToken})
+	ext, st := externaltest.NewServerWithStore(t, api.Config{AdminToken: adminToken})
 	e := &syncEnv{
-		t: t, stack: stack, ns: ns, tc: tc, external: ext.URL,
+		t: t, stack: stack, ns: ns, tc: tc, external: ext.URL, extStore: st,
 		txnID: stacktest.UniqueName("sync"), metrics: map[string]string{},
 	}
 	// Cleanups run last first: the workers are killed, then the workflow

@@ -186,9 +186,12 @@ func dial(ctx context.Context, cfg Config, log *slog.Logger) (client.Client, err
 	}
 }
 
+// topicSpecs are the topics the sync publishes to: the two change topics
+// and its dead-letter topic.
 func topicSpecs(cfg Config) []publisher.TopicSpec {
-	specs := make([]publisher.TopicSpec, 0, 2)
-	for _, name := range []string{change.TopicMessages, change.TopicChats} {
+	names := []string{change.TopicMessages, change.TopicChats, activities.DeadLetterTopic}
+	specs := make([]publisher.TopicSpec, 0, len(names))
+	for _, name := range names {
 		specs = append(specs, publisher.TopicSpec{Name: name, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplicas})
 	}
 	return specs

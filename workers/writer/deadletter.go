@@ -14,19 +14,19 @@ import (
 	"github.com/chatpoc/chat-poc/internal/publisher"
 )
 
-// DeadLetterSuffix names a topic's dead-letter topic: "chat-messages.dlq".
-// A record from a mirrored copy ("b.chat-messages") goes to the dead-letter
-// topic of the topic it was mirrored from, on the cluster that read it.
-const DeadLetterSuffix = ".dlq"
-
-// Headers of a dead-lettered record; its key, value and timestamp are the
-// original's, so it can be replayed as it was.
+// The dead-letter contract (topic names, headers) is change's, shared with
+// the sync; these aliases serve the rest of the package (main.go, the
+// tests) until it names change's directly. A record from a
+// mirrored copy ("b.chat-messages") goes to the dead-letter topic of the
+// topic it was mirrored from, on the cluster that read it. Its key, value
+// and timestamp are the original's, so it can be replayed as it was.
 const (
-	HeaderError           = "error"            // why it could not be stored
-	HeaderSourceCluster   = "source-cluster"   // the cluster it was read from
-	HeaderSourceTopic     = "source-topic"     // its topic there
-	HeaderSourcePartition = "source-partition" // its partition, in decimal
-	HeaderSourceOffset    = "source-offset"    // its offset, in decimal
+	DeadLetterSuffix      = change.DeadLetterSuffix
+	HeaderError           = change.HeaderError
+	HeaderSourceCluster   = change.HeaderSourceCluster
+	HeaderSourceTopic     = change.HeaderSourceTopic
+	HeaderSourcePartition = change.HeaderSourcePartition
+	HeaderSourceOffset    = change.HeaderSourceOffset
 )
 
 // deadLetters produces records that cannot be stored to their dead-letter
@@ -72,7 +72,7 @@ func newDeadLetters(bootstrap, cluster, clientID string, log *slog.Logger) (*dea
 // 2 prefix). Its delivery is awaited with the batch (await).
 func (d *deadLetters) send(m *kafka.Message, kd change.Kind, base string, reason error) deadLetter {
 	dl := deadLetter{
-		topic:     base + DeadLetterSuffix,
+		topic:     change.DeadLetterTopic(base),
 		kind:      kd,
 		source:    partitionKey{*m.TopicPartition.Topic, m.TopicPartition.Partition},
 		offset:    int64(m.TopicPartition.Offset),
@@ -80,11 +80,11 @@ func (d *deadLetters) send(m *kafka.Message, kd change.Kind, base string, reason
 		delivered: make(chan kafka.Event, 1),
 	}
 	headers := append(m.Headers[:len(m.Headers):len(m.Headers)],
-		kafka.Header{Key: HeaderError, Value: []byte(reason.Error())},
-		kafka.Header{Key: HeaderSourceCluster, Value: []byte(d.cluster)},
-		kafka.Header{Key: HeaderSourceTopic, Value: []byte(dl.source.topic)},
-		kafka.Header{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(dl.source.partition), 10)},
-		kafka.Header{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, dl.offset, 10)},
+		kafka.Header{Key: change.HeaderError, Value: []byte(reason.Error())},
+		kafka.Header{Key: change.HeaderSourceCluster, Value: []byte(d.cluster)},
+		kafka.Header{Key: change.HeaderSourceTopic, Value: []byte(dl.source.topic)},
+		kafka.Header{Key: change.HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(dl.source.partition), 10)},
+		kafka.Header{Key: change.HeaderSourceOffset, Value: strconv.AppendInt(nil, dl.offset, 10)},
 	)
 	err := d.producer.Produce(&kafka.Message{
 		TopicPartition: kafka.TopicPartition{Topic: &dl.topic, Partition: kafka.PartitionAny},

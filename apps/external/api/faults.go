@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +30,32 @@ type Faults struct {
 	RetryAfter    Duration `json:"retryAfter"`    // the Retry-After of 429s (rounded up to seconds; default 1s)
 	DropRate      float64  `json:"dropRate"`      // handled, then the connection is cut halfway through the response body
 	FeedPaused    bool     `json:"feedPaused"`    // the change feed returns empty pages (cursor unchanged) while set
+	// FeedPoison corrupts, in the change feed's answers only, the changes of
+	// messages whose content is one of its keys, as its value says:
+	// PoisonLongID or PoisonInvalidUTF8. The service itself never stores
+	// or sends such data; this shows what a consumer does when a third
+	// party does.
+	FeedPoison map[string]Poison `json:"feedPoison,omitempty"`
 }
+
+// Poison is a way FeedPoison corrupts a change.
+type Poison string
+
+// The corruptions of FeedPoison.
+const (
+	// PoisonLongID: the message's ID is 10,000 bytes long.
+	PoisonLongID Poison = "long-id"
+	// PoisonInvalidUTF8: the message's content is bytes that are not UTF-8.
+	PoisonInvalidUTF8 Poison = "invalid-utf8"
+)
+
+// Values of the corruptions.
+const (
+	poisonIDBytes = 10_000
+	// poisonContent replaces the content of PoisonInvalidUTF8: "bad " and
+	// two bytes that cannot start a UTF-8 sequence.
+	poisonContent = "bad \xff\xfe"
+)
 
 func (f Faults) validate() error {
 	for name, r := range map[string]float64{"errorRate": f.ErrorRate, "throttleRate": f.ThrottleRate, "dropRate": f.DropRate} {
@@ -39,6 +65,11 @@ func (f Faults) validate() error {
 	}
 	if f.ErrorRate+f.ThrottleRate > 1 {
 		return errors.New("errorRate + throttleRate must not exceed 1")
+	}
+	for content, p := range f.FeedPoison {
+		if p != PoisonLongID && p != PoisonInvalidUTF8 {
+			return fmt.Errorf("feedPoison[%q]: %q is not %q or %q", content, p, PoisonLongID, PoisonInvalidUTF8)
+		}
 	}
 	if f.Latency < 0 || f.LatencyJitter < 0 || f.RetryAfter < 0 {
 		return errors.New("durations must not be negative")
@@ -93,6 +124,58 @@ func (fi *faultInjector) set(f Faults) {
 }
 
 func (fi *faultInjector) feedPaused() bool { return fi.get().FeedPaused }
+
+// feedPoison returns the current FeedPoison (nil: none).
+func (fi *faultInjector) feedPoison() map[string]Poison { return fi.get().FeedPoison }
+
+// poisonedPage encodes a feed page with the changes poison names corrupted
+// (see Faults.FeedPoison); n counts them.
+func poisonedPage(page feedPage, poison map[string]Poison) (body []byte, n int, err error) {
+	var b bytes.Buffer
+	b.WriteString(`{"changes":[`)
+	for i, c := range page.Changes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		var p Poison
+		if c.Message != nil {
+			p = poison[c.Message.Content]
+		}
+		var placeholder string
+		switch p {
+		case PoisonLongID:
+			m := *c.Message
+			m.ID = strings.Repeat("9", poisonIDBytes)
+			c.Message = &m
+		case PoisonInvalidUTF8:
+			// encoding/json would replace invalid bytes: a placeholder,
+			// replaced after encoding.
+			m := *c.Message
+			placeholder = "poison-placeholder-" + strconv.Itoa(i)
+			m.Content = placeholder
+			c.Message = &m
+		}
+		enc, err := json.Marshal(c)
+		if err != nil {
+			return nil, 0, fmt.Errorf("encode change %d: %w", i, err)
+		}
+		if placeholder != "" {
+			enc = bytes.Replace(enc, []byte(`"`+placeholder+`"`), []byte(`"`+poisonContent+`"`), 1)
+		}
+		if p != "" {
+			n++
+		}
+		b.Write(enc)
+	}
+	cursor, err := json.Marshal(page.Cursor)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encode cursor: %w", err)
+	}
+	b.WriteString(`],"cursor":`)
+	b.Write(cursor)
+	b.WriteString("}\n")
+	return b.Bytes(), n, nil
+}
 
 func (fi *faultInjector) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {

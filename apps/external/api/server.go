@@ -332,6 +332,9 @@ func (s *Server) changes(c echo.Context) error {
 		err := s.store.Wait(wctx, cursor)
 		cancel()
 		switch {
+		case err == nil && s.faults.feedPaused():
+			// Paused while this poll waited: as paused as a new poll.
+			return c.JSON(http.StatusOK, feedPage{Changes: []store.Change{}, Cursor: cursor})
 		case err == nil:
 			if changes, next, err = s.store.Changes(ctx, cursor, limit); err != nil {
 				return err
@@ -343,7 +346,16 @@ func (s *Server) changes(c echo.Context) error {
 		}
 	}
 	s.metrics.feedChanges.Add(float64(len(changes)))
-	return c.JSON(http.StatusOK, feedPage{Changes: nonNil(changes), Cursor: next})
+	page := feedPage{Changes: nonNil(changes), Cursor: next}
+	if poison := s.faults.feedPoison(); len(poison) > 0 {
+		body, n, err := poisonedPage(page, poison)
+		if err != nil {
+			return err
+		}
+		s.metrics.faults.WithLabelValues("poison").Add(float64(n))
+		return c.JSONBlob(http.StatusOK, body)
+	}
+	return c.JSON(http.StatusOK, page)
 }
 
 func (s *Server) ready(c echo.Context) error {

@@ -24,6 +24,15 @@ const UIPage = "<h1>external</h1>"
 // closed when the test ends.
 func NewServer(t testing.TB, cfg api.Config) *httptest.Server {
 	t.Helper()
+	srv, _ := NewServerWithStore(t, cfg)
+	return srv
+}
+
+// NewServerWithStore is NewServer, and returns the server's store too: a
+// test can read the feed as the server would while the server's feed is
+// paused (Faults.FeedPaused).
+func NewServerWithStore(t testing.TB, cfg api.Config) (*httptest.Server, *store.Store) {
+	t.Helper()
 	stack := stacktest.Connect(t)
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, stacktest.FreshDatabase(t, stack))
@@ -42,5 +51,5 @@ func NewServer(t testing.TB, cfg api.Config) *httptest.Server {
 	ui := fstest.MapFS{"index.html": {Data: []byte(UIPage)}}
 	srv := httptest.NewServer(api.New(st, ui, cfg, slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, st
 }
