@@ -19,7 +19,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -371,34 +370,16 @@ func offsetMoved(advances []Advance, advanced map[partitionKey]bool) error {
 	return fmt.Errorf("%w: %s", ErrOffsetMoved, strings.Join(moved, ", "))
 }
 
-// CheckMessage reports whether Apply accepts m: m.Validate (which admits
-// only IDs Postgres can store), and content that Postgres can store (valid
-// UTF-8 without NUL bytes, which JSON's \u0000 decodes to). The writer can
-// use it to dead-letter a record before batching it. Its errors wrap
+// CheckMessage reports whether Apply accepts m: m.Validate, which admits
+// only IDs and content Postgres can store. The writer can use it to
+// dead-letter a record before batching it. Its errors wrap
 // change.ErrInvalid.
-func CheckMessage(m change.Message) error {
-	if err := m.Validate(); err != nil {
-		return err
-	}
-	if err := storableText(m.Content); err != nil {
-		return fmt.Errorf("%w: message %q: %s", change.ErrInvalid, m.ID, err)
-	}
-	return nil
-}
+func CheckMessage(m change.Message) error { return m.Validate() }
 
 // CheckChat reports whether Apply accepts c: c.Validate (which admits only
 // IDs Postgres can store). Its errors wrap change.ErrInvalid.
 func CheckChat(c change.Chat) error { return c.Validate() }
 
-func storableText(s string) error {
-	switch {
-	case !utf8.ValidString(s):
-		return errors.New("text is not valid UTF-8")
-	case strings.IndexByte(s, 0) >= 0:
-		return errors.New("text contains a NUL byte")
-	}
-	return nil
-}
 
 // checkBatch checks everything Apply would write before it starts writing.
 func checkBatch(group string, b Batch) error {
@@ -413,14 +394,14 @@ func checkBatch(group string, b Batch) error {
 		}
 	}
 	if len(b.Offsets) > 0 {
-		if err := storableText(group); group == "" || err != nil {
+		if err := change.CheckText(group); group == "" || err != nil {
 			return fmt.Errorf("offsets of consumer group %q: bad group name", group)
 		}
 	}
 	seen := make(map[partitionKey]bool, len(b.Offsets))
 	for _, a := range b.Offsets {
 		k := partitionKey{a.Topic, a.Partition}
-		switch err := storableText(a.Topic); {
+		switch err := change.CheckText(a.Topic); {
 		case a.Topic == "" || err != nil || a.Partition < 0:
 			return fmt.Errorf("bad partition in advance %+v", a)
 		case a.From < NoOffset || a.To <= a.From:

@@ -14,20 +14,11 @@ import (
 	"github.com/chatpoc/chat-poc/internal/publisher"
 )
 
-// The dead-letter contract (topic names, headers) is change's, shared with
-// the sync; these aliases serve the rest of the package (main.go, the
-// tests) until it names change's directly. A record from a
-// mirrored copy ("b.chat-messages") goes to the dead-letter topic of the
-// topic it was mirrored from, on the cluster that read it. Its key, value
-// and timestamp are the original's, so it can be replayed as it was.
-const (
-	DeadLetterSuffix      = change.DeadLetterSuffix
-	HeaderError           = change.HeaderError
-	HeaderSourceCluster   = change.HeaderSourceCluster
-	HeaderSourceTopic     = change.HeaderSourceTopic
-	HeaderSourcePartition = change.HeaderSourcePartition
-	HeaderSourceOffset    = change.HeaderSourceOffset
-)
+// Dead letters follow change's contract (topic names, headers), shared with
+// the sync. A record from a mirrored copy ("b.chat-messages") goes to the
+// dead-letter topic of the topic it was mirrored from, on the cluster that
+// read it. Its key, value and timestamp are the original's, so it can be
+// replayed as it was.
 
 // deadLetters produces records that cannot be stored to their dead-letter
 // topics, idempotently with acks=all.

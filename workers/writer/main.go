@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/internal/chatdb"
 	"github.com/chatpoc/chat-poc/internal/kafkaclient"
 	"github.com/chatpoc/chat-poc/internal/service"
@@ -186,7 +187,7 @@ func setup(ctx context.Context, cfg Config, pool *pgxpool.Pool, dlq *deadLetters
 	}{
 		{"migrate the internal database", func(ctx context.Context) error { return chatdb.Migrate(ctx, pool) }},
 		{"create the dead-letter topics", func(ctx context.Context) error {
-			return dlq.ensureTopics(ctx, []string{cfg.MessageTopic + DeadLetterSuffix, cfg.ChatTopic + DeadLetterSuffix},
+			return dlq.ensureTopics(ctx, []string{change.DeadLetterTopic(cfg.MessageTopic), change.DeadLetterTopic(cfg.ChatTopic)},
 				cfg.TopicPartitions, cfg.TopicReplicas)
 		}},
 	}

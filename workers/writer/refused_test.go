@@ -62,7 +62,7 @@ func TestRecordsPostgresRefusesAreDeadLettered(t *testing.T) {
 	m.Apply(chatdb.Batch{Messages: good, Chats: []change.Chat{chatdbtest.ChatNew(chat, 1)}})
 	e.waitConverged(m, convergeDeadline)
 
-	dead := readTopics(t, e.bootstrap, len(poison), e.cfg.MessageTopic+DeadLetterSuffix, e.cfg.ChatTopic+DeadLetterSuffix)
+	dead := readTopics(t, e.bootstrap, len(poison), change.DeadLetterTopic(e.cfg.MessageTopic), change.DeadLetterTopic(e.cfg.ChatTopic))
 	for _, p := range poison {
 		i := slices.IndexFunc(dead, func(d *kafka.Message) bool { return string(d.Value) == string(p.Value) })
 		if i < 0 {
@@ -70,8 +70,8 @@ func TestRecordsPostgresRefusesAreDeadLettered(t *testing.T) {
 			continue
 		}
 		h := headers(dead[i])
-		if !strings.Contains(h[HeaderError], "test_no_poison") || !strings.Contains(h[HeaderError], chatdb.ErrRejected.Error()) ||
-			h[HeaderSourceTopic] != p.Topic || *dead[i].TopicPartition.Topic != p.Topic+DeadLetterSuffix {
+		if !strings.Contains(h[change.HeaderError], "test_no_poison") || !strings.Contains(h[change.HeaderError], chatdb.ErrRejected.Error()) ||
+			h[change.HeaderSourceTopic] != p.Topic || *dead[i].TopicPartition.Topic != change.DeadLetterTopic(p.Topic) {
 			t.Errorf("dead letter of %.60s: topic %s, headers %v", p.Value, *dead[i].TopicPartition.Topic, h)
 		}
 	}

@@ -131,7 +131,7 @@ func TestPoisonRecordsGoToDeadLetterTopics(t *testing.T) {
 	m.Apply(chatdb.Batch{Messages: good, Chats: []change.Chat{chatdbtest.ChatNew(chat, 1)}})
 	e.waitConverged(m, convergeDeadline)
 
-	dead := readTopics(t, e.bootstrap, len(poison), e.cfg.MessageTopic+DeadLetterSuffix, e.cfg.ChatTopic+DeadLetterSuffix)
+	dead := readTopics(t, e.bootstrap, len(poison), change.DeadLetterTopic(e.cfg.MessageTopic), change.DeadLetterTopic(e.cfg.ChatTopic))
 	for _, p := range poison {
 		i := slices.IndexFunc(dead, func(d *kafka.Message) bool { return bytes.Equal(d.Value, p.Value) })
 		if i < 0 {
@@ -139,15 +139,15 @@ func TestPoisonRecordsGoToDeadLetterTopics(t *testing.T) {
 			continue
 		}
 		d := dead[i]
-		if want := p.Topic + DeadLetterSuffix; *d.TopicPartition.Topic != want {
+		if want := change.DeadLetterTopic(p.Topic); *d.TopicPartition.Topic != want {
 			t.Errorf("poison record %.40q went to %s, want %s", p.Value, *d.TopicPartition.Topic, want)
 		}
 		h := headers(d)
-		if h[HeaderError] == "" || h[HeaderSourceTopic] != p.Topic || h[HeaderSourceCluster] != "a" ||
-			h[HeaderSourcePartition] == "" || h[HeaderSourceOffset] == "" || string(d.Key) != chat {
+		if h[change.HeaderError] == "" || h[change.HeaderSourceTopic] != p.Topic || h[change.HeaderSourceCluster] != "a" ||
+			h[change.HeaderSourcePartition] == "" || h[change.HeaderSourceOffset] == "" || string(d.Key) != chat {
 			t.Errorf("dead letter of %.40q: key %q, headers %v", p.Value, d.Key, h)
 		}
-		t.Logf("dead-lettered %.40q: %s", p.Value, h[HeaderError])
+		t.Logf("dead-lettered %.40q: %s", p.Value, h[change.HeaderError])
 	}
 	if n := w.counter(t, change.KindMessage, outcomeDeadLettered); n != 7 {
 		t.Errorf("dead-lettered messages counted: %v, want 7", n)
