@@ -9,15 +9,14 @@ import (
 	"github.com/chatpoc/chat-poc/internal/change"
 )
 
-// Memory's bounds, in bytes of the strings it holds plus entryOverhead per
-// entry. A message may be ~40 KB (the writer takes values up to 256 KiB), so
-// a bound by count would not bound memory; these bound it to a small share
-// of the instance's 256 MiB limit (deploy/k8s) while holding a few minutes
-// of a busy feed (at ~1 KiB a change, 32 MiB is ~30,000 changes: 2.5 min at
-// 200 changes/s — the Redis cache's window, which memory stands in for).
+// Memory's bounds are in bytes of the strings it holds plus entryOverhead
+// per entry. A message may be ~40 KB (the writer takes values up to
+// 256 KiB), so a bound by count would not bound memory. The messages'
+// bound is the app's INTERNAL_MEMORY_MESSAGE_BYTES (32 MiB: a small share of
+// the instance's 256 MiB limit in deploy/k8s, holding a few minutes of a
+// busy feed — at ~1 KiB a change ~30,000 changes, 2.5 min at 200 changes/s,
+// the Redis cache's window that memory stands in for).
 const (
-	// DefaultMessageBytes bounds the messages Memory holds.
-	DefaultMessageBytes = 32 << 20
 	// DefaultChatBytes bounds the chat events Memory holds (~300 bytes
 	// each: ~14,000 chats).
 	DefaultChatBytes = 4 << 20
