@@ -240,3 +240,44 @@ func TestRedisEvictingDuringAStormNeverShowsOlderVersions(t *testing.T) {
 	}
 	t.Logf("Redis evicted %d keys, memory forgot %v entries; %d recorders, no regression", evicted, forgotten, len(early)+1)
 }
+
+// TestPostgresLagBehindTheCache caches a message Postgres does not have:
+// internal_cache_postgres_behind_seconds grows past a second; once the
+// "writer" stored it, the gauge falls back to 0. The window is exported.
+func TestPostgresLagBehindTheCache(t *testing.T) {
+	t.Parallel()
+	e := newAppEnv(t, nil)
+	e.waitConsuming()
+	chat := e.prefix + "-c"
+	m := msg(chat, "m1", 1, 3, "v3")
+	e.produceMessages(m)
+	gauge := func(name string) (float64, error) {
+		mfs, err := stacktest.ScrapeMetrics(e.url + "/metrics")
+		if err != nil {
+			return 0, err
+		}
+		mf := mfs[name]
+		if mf == nil || len(mf.GetMetric()) != 1 {
+			return 0, fmt.Errorf("no %s", name)
+		}
+		return mf.GetMetric()[0].GetGauge().GetValue(), nil
+	}
+	if w, err := gauge("internal_cache_window_seconds"); err != nil || w != e.cfg.CacheTTL.Seconds() {
+		t.Fatalf("internal_cache_window_seconds = %v, %v; want %v", w, err, e.cfg.CacheTTL.Seconds())
+	}
+	waitFor(t, "the gauge to show Postgres behind by over a second", func() error {
+		if v, err := gauge("internal_cache_postgres_behind_seconds"); err != nil || v <= 1 {
+			return fmt.Errorf("%v, %v", v, err)
+		}
+		return nil
+	})
+	if _, err := e.db.Apply(context.Background(), "w@a", chatdb.Batch{Messages: []change.Message{m}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the gauge to fall back to 0 once Postgres has it", func() error {
+		if v, err := gauge("internal_cache_postgres_behind_seconds"); err != nil || v != 0 {
+			return fmt.Errorf("%v, %v", v, err)
+		}
+		return nil
+	})
+}
