@@ -60,6 +60,7 @@ func configureEnv(t testing.TB, edit func(*Config)) *appEnv {
 	e := &appEnv{t: t, db: db, prefix: name, producer: stacktest.NewProducer(t, bootstrap)}
 	e.cfg = Config{
 		PGDSN: dsn, PGMaxConns: 4, RedisAddr: stacktest.Env(t, stack, devstack.EnvRedisAddr), CacheTTL: time.Hour,
+		MemoryBytes:    32 << 20,
 		KafkaBootstrap: bootstrap, Group: name + "-internal",
 		MessageTopic: name + "-messages", ChatTopic: name + "-chats",
 		Identity: name, LogLevel: "warn", StallAfter: 15 * time.Second, DeadAfter: time.Minute,
@@ -92,6 +93,8 @@ func (e *appEnv) startInProcess() {
 	go func() { done <- a.consumer.Run(ctx) }()
 	watched := make(chan struct{})
 	go func() { a.watchdog.Run(ctx); close(watched) }()
+	lagDone := make(chan struct{})
+	go func() { a.lag.Run(ctx); close(lagDone) }()
 	t.Cleanup(func() {
 		srv.Close()
 		cancel()
@@ -99,6 +102,7 @@ func (e *appEnv) startInProcess() {
 			t.Errorf("live consumer: %v", err)
 		}
 		<-watched
+		<-lagDone
 		a.close()
 	})
 }

@@ -44,7 +44,8 @@ type Config struct {
 	PGMaxConns        int           `env:"INTERNAL_PG_MAX_CONNS" default:"8" doc:"most Postgres connections"`
 	RedisAddr         string        `env:"REDIS_ADDR" required:"true" doc:"host:port of Redis"`
 	RedisPassword     string        `env:"REDIS_PASSWORD" secret:"true" doc:"Redis password; empty: none"`
-	CacheTTL          time.Duration `env:"INTERNAL_CACHE_TTL" default:"24h" doc:"how long a cached version lives after its last write"`
+	CacheTTL          time.Duration `env:"INTERNAL_CACHE_TTL" default:"5m" doc:"how long a cached version lives after its last write: the window between Kafka and Postgres it must cover (the writer's lag, internal_cache_postgres_behind_seconds, must stay well below it)"`
+	MemoryBytes       int64         `env:"INTERNAL_MEMORY_MESSAGE_BYTES" default:"33554432" doc:"bound in bytes of the messages the in-process stand-in for Redis holds (32 MiB; least recently written forgotten first)"`
 	KafkaBootstrap    string        `env:"KAFKA_BOOTSTRAP" required:"true" doc:"bootstrap servers of this region's Kafka cluster"`
 	Group             string        `env:"INTERNAL_GROUP" required:"true" doc:"this instance's own consumer group and Redis namespace, stable across restarts (on Kubernetes the StatefulSet pod name): a restart resumes where it stopped and does not push again what it pushed"`
 	MessageTopic      string        `env:"KAFKA_MESSAGE_TOPIC" default:"chat-messages" doc:"topic of message records (its mirrored copies are read too)"`
@@ -89,6 +90,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	service.Serve(gctx, g, httpSrv, shutdownTimeout, log)
 	g.Go(func() error { return app.consumer.Run(gctx) })
 	g.Go(func() error { app.status.Run(gctx); return nil })
+	g.Go(func() error { app.lag.Run(gctx); return nil })
 	g.Go(func() error { app.watchdog.Run(gctx); return nil })
 	return g.Wait()
 }
@@ -98,6 +100,7 @@ type app struct {
 	server   *api.Server
 	consumer *live.Consumer
 	status   *api.SyncStatus
+	lag      *live.PostgresLag
 	watchdog *watchdog.Watchdog
 	kafka    *kafka.Consumer // the live consumer's client (tests stop its fetches)
 	closers  []func()
@@ -112,6 +115,9 @@ func (a *app) close() {
 // newApp connects the app's clients (lazily: nothing here waits for a
 // server) and wires the live path to the WebSocket hub.
 func newApp(cfg Config, log *slog.Logger) (*app, error) {
+	if cfg.CacheTTL <= 0 || cfg.MemoryBytes <= 0 {
+		return nil, errors.New("configuration: INTERNAL_CACHE_TTL and INTERNAL_MEMORY_MESSAGE_BYTES must be positive")
+	}
 	a := &app{}
 	pc, err := pgxpool.ParseConfig(cfg.PGDSN)
 	if err != nil {
@@ -150,17 +156,20 @@ func newApp(cfg Config, log *slog.Logger) (*app, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	topics := change.NewTopics(cfg.MessageTopic, cfg.ChatTopic)
-	mem := live.NewMemory()
+	mem := live.NewMemory(cfg.MemoryBytes, live.DefaultChatBytes, reg)
+	db := chatdb.New(pool)
+	lag := live.NewPostgresLag(db, cfg.CacheTTL, reg, log)
+	a.lag = lag
 	// The server asks the consumer and its watchdog, made below with the
 	// server's hub.
-	a.server = api.New(chatdb.New(pool), c, mem, func() bool { return a.consumer.RedisDown() }, a.status, web.FS(), reg,
+	a.server = api.New(db, c, mem, func() bool { return a.consumer.RedisDown() }, a.status, web.FS(), reg,
 		api.Config{
 			AllowedOrigins: splitList(cfg.AllowedOrigins),
 			Ready:          readiness(pool, rdb, consumer, func() error { return a.watchdog.Stalled() }),
 			Stalled:        func() error { return a.watchdog.Stalled() },
 			Live:           func() error { return a.watchdog.Dead() },
 		}, log)
-	a.consumer = live.NewConsumer(consumer, cfg.Group, topics, c, mem, a.server.Hub(), live.NewMetrics(reg), log)
+	a.consumer = live.NewConsumer(consumer, cfg.Group, topics, c, mem, lag, a.server.Hub(), live.NewMetrics(reg), log)
 	a.kafka = consumer
 
 	// The watchdog: every partition of the change topics is this

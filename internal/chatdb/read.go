@@ -2,6 +2,7 @@ package chatdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -104,4 +105,18 @@ ORDER BY m.created_at, m.id`, chatID)
 		return nil, false, fmt.Errorf("chat %s: %w", chatID, ErrNotFound)
 	}
 	return msgs, chatDeleted, nil
+}
+
+// MessageVersion returns the stored version of message id, and false if no
+// row of it is stored.
+func (db *DB) MessageVersion(ctx context.Context, id string) (int64, bool, error) {
+	var v int64
+	err := db.pool.QueryRow(ctx, `SELECT version FROM messages WHERE id = $1`, id).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("read the version of message %s: %w", id, err)
+	}
+	return v, true, nil
 }

@@ -4,6 +4,14 @@
 // answer whether a change is new, and a chat's load merges the cache with
 // Postgres for the messages the writer has not stored yet.
 //
+// The cache covers the window between a change reaching Kafka and its row
+// reaching Postgres (the writer's lag), so its entries live for a window of
+// minutes, not for a day. A chat's index of message IDs is a sorted set
+// scored by each entry's expiry: every write trims the IDs whose entry has
+// expired, and a read removes those whose entry is gone before its expiry
+// (evicted under maxmemory). Nothing here relies on an entry surviving:
+// Redis may evict any key at any time.
+//
 // Each instance of the app has a namespace of its own (its consumer group,
 // stable across restarts): "applied" means new *for that instance's
 // clients*, so every instance pushes every change once, whichever consumed
@@ -27,10 +35,6 @@ import (
 	"github.com/chatpoc/chat-poc/internal/change"
 )
 
-// TTL is how long an entry stays after its last write, as in the original:
-// long enough for the writer to have stored it in Postgres many times over.
-const TTL = 24 * time.Hour
-
 // Result is a compare-and-set's answer, as the original's
 // updateByTimestamp and deleteByTimestamp scripts gave it.
 type Result int
@@ -52,21 +56,28 @@ const (
 func (r Result) Applied() bool { return r == Absent || r == Done }
 
 // updateByTimestamp stores ARGV[2] under KEYS[1] if ARGV[1] (a version) is
-// newer than the stored one, with a TTL of ARGV[3] ms, and adds ARGV[4] to
-// the index set KEYS[2] if given.
+// newer than the stored one, with a TTL of ARGV[3] ms, and indexes ARGV[4]
+// in KEYS[2] if given (trimming the index of expired IDs).
 //
 //go:embed update_by_timestamp.lua
 var updateByTimestampLua string
 
 // deleteByTimestamp removes KEYS[1] if its version is at most ARGV[1], and
-// ARGV[2] from the index set KEYS[2] if given.
+// ARGV[2] from the index KEYS[2] if given.
 //
 //go:embed delete_by_timestamp.lua
 var deleteByTimestampLua string
 
+// trimIndex removes from the index KEYS[1] each ID ARGV[i] whose entry
+// KEYS[i+1] does not exist.
+//
+//go:embed trim_index.lua
+var trimIndexLua string
+
 var (
 	updateByTimestamp = redis.NewScript(updateByTimestampLua)
 	deleteByTimestamp = redis.NewScript(deleteByTimestampLua)
+	trimIndex         = redis.NewScript(trimIndexLua)
 )
 
 // Cache reads and writes one instance's share of the Redis cache.
@@ -82,9 +93,16 @@ func New(rdb redis.UniversalClient, ttl time.Duration, ns string) *Cache {
 	return &Cache{rdb: rdb, ttl: ttl, ns: ns}
 }
 
+// Window returns how long an entry lives after its last write.
+func (c *Cache) Window() time.Duration { return c.ttl }
+
 func (c *Cache) messageKey(chatID, id string) string { return c.chatKey(chatID) + ":msg:" + id }
-func (c *Cache) indexKey(chatID string) string       { return c.chatKey(chatID) + ":msgs" }
-func (c *Cache) chatKey(chatID string) string        { return c.ns + ":chat:{" + chatID + "}" }
+
+// indexKey names a chat's index, a sorted set. (":msgs", the name of the
+// plain set it was before, is left to expire: a sorted-set command on it
+// would fail with WRONGTYPE.)
+func (c *Cache) indexKey(chatID string) string { return c.chatKey(chatID) + ":idx" }
+func (c *Cache) chatKey(chatID string) string  { return c.ns + ":chat:{" + chatID + "}" }
 
 // PutMessage stores m if its version is newer than the cached one, and
 // indexes it under its chat.
@@ -136,12 +154,13 @@ func (c *Cache) run(ctx context.Context, s *redis.Script, keys []string, args ..
 	return 0, fmt.Errorf("script answered %d", n)
 }
 
-// Messages returns the cached messages of chat chatID, in no order.
-// Entries that expired since they were indexed are skipped.
+// Messages returns the cached messages of chat chatID, in no order. An
+// indexed entry that is gone (expired, or evicted under maxmemory) is
+// skipped, and its ID removed from the index.
 func (c *Cache) Messages(ctx context.Context, chatID string) ([]change.Message, error) {
-	ids, err := c.rdb.SMembers(ctx, c.indexKey(chatID)).Result()
+	ids, err := c.IndexedIDs(ctx, chatID)
 	if err != nil {
-		return nil, fmt.Errorf("read cached messages of chat %s: %w", chatID, err)
+		return nil, err
 	}
 	if len(ids) == 0 {
 		return nil, nil
@@ -155,10 +174,12 @@ func (c *Cache) Messages(ctx context.Context, chatID string) ([]change.Message, 
 		return nil, fmt.Errorf("read cached messages of chat %s: %w", chatID, err)
 	}
 	msgs := make([]change.Message, 0, len(ids))
+	var gone []string
 	for i, g := range gets {
 		b, err := g.Bytes()
 		if errors.Is(err, redis.Nil) {
-			continue // expired
+			gone = append(gone, ids[i])
+			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read cached message %s: %w", ids[i], err)
@@ -169,7 +190,38 @@ func (c *Cache) Messages(ctx context.Context, chatID string) ([]change.Message, 
 		}
 		msgs = append(msgs, m)
 	}
+	if len(gone) > 0 {
+		if err := c.trim(ctx, chatID, gone); err != nil {
+			return nil, err
+		}
+	}
 	return msgs, nil
+}
+
+// IndexedIDs returns the IDs in chat chatID's index, in no order: those of
+// its cached messages, and of entries gone since (until a write or a read
+// trims them).
+func (c *Cache) IndexedIDs(ctx context.Context, chatID string) ([]string, error) {
+	ids, err := c.rdb.ZRange(ctx, c.indexKey(chatID), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read the index of chat %s: %w", chatID, err)
+	}
+	return ids, nil
+}
+
+// trim removes ids from chat chatID's index if their entries are still gone.
+func (c *Cache) trim(ctx context.Context, chatID string, ids []string) error {
+	keys := make([]string, 0, len(ids)+1)
+	keys = append(keys, c.indexKey(chatID))
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		keys = append(keys, c.messageKey(chatID, id))
+		args[i] = id
+	}
+	if err := trimIndex.Run(ctx, c.rdb, keys, args...).Err(); err != nil {
+		return fmt.Errorf("trim the index of chat %s: %w", chatID, err)
+	}
+	return nil
 }
 
 // Chat returns the cached event of chat id, and false if none is cached.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,7 +92,7 @@ func TestEntriesExpire(t *testing.T) {
 	if _, err := c.PutChat(ctx, change.Chat{Type: change.ChatNew, ID: chat, Version: 1}); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{ns + ":chat:{" + chat + "}:msg:m", ns + ":chat:{" + chat + "}:msgs", ns + ":chat:{" + chat + "}"} {
+	for _, key := range []string{ns + ":chat:{" + chat + "}:msg:m", ns + ":chat:{" + chat + "}:idx", ns + ":chat:{" + chat + "}"} {
 		d, err := rdb.PTTL(ctx, key).Result()
 		if err != nil || d <= 0 || d > ttl {
 			t.Errorf("TTL of %s = %v, %v; want in (0, %v]", key, d, err, ttl)
@@ -229,5 +231,98 @@ func TestPutChat(t *testing.T) {
 	}
 	if ev, ok, err := c.Chat(ctx, chat); err != nil || !ok || ev.Type != change.ChatDelete {
 		t.Fatalf("Chat = %+v, %v, %v; want the delete", ev, ok, err)
+	}
+}
+
+// TestIndexIsTrimmed checks that a chat's index names only entries that
+// exist: an expired entry's ID leaves it at the chat's next write, and the
+// ID of an entry gone before its expiry (as an eviction under maxmemory
+// leaves it) at the next read.
+func TestIndexIsTrimmed(t *testing.T) {
+	t.Parallel()
+	c, rdb, chat := newCache(t, time.Hour)
+	ctx := context.Background()
+	short := cache.New(rdb, 50*time.Millisecond, ns)
+	if _, err := short.PutMessage(ctx, msg(chat, "brief", 1, "x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"evicted", "kept"} {
+		if _, err := c.PutMessage(ctx, msg(chat, id, 1, id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stacktest.WaitFor(t, 10*time.Second, "the short-lived entry to expire", func() error {
+		if n, err := rdb.Exists(ctx, ns+":chat:{"+chat+"}:msg:brief").Result(); err != nil || n != 0 {
+			return fmt.Errorf("exists = %d, %v", n, err)
+		}
+		return nil
+	})
+	if _, err := c.PutMessage(ctx, msg(chat, "written", 1, "w")); err != nil {
+		t.Fatal(err)
+	}
+	checkIndex(t, c, chat, "after a write", "evicted", "kept", "written")
+
+	if err := rdb.Del(ctx, ns+":chat:{"+chat+"}:msg:evicted").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if msgs, err := c.Messages(ctx, chat); err != nil || len(msgs) != 2 {
+		t.Fatalf("Messages = %+v, %v; want kept and written", msgs, err)
+	}
+	checkIndex(t, c, chat, "after a read", "kept", "written")
+}
+
+// TestIndexUnderEviction fills a Redis of the test's own, bounded to 8 MB,
+// with 12 MB of messages of 20 chats: Redis evicts (INFO's evicted_keys), and
+// after a read of the chat written last its index names only entries that
+// exist. (One chat's read is small: the reply of a read of most of a full
+// Redis would make it evict during the read, the index among the rest.)
+func TestIndexUnderEviction(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: stacktest.StartRedis(t, "8mb")})
+	t.Cleanup(func() { rdb.Close() })
+	c, prefix := cache.New(rdb, time.Hour, ns), stacktest.UniqueName("chat")
+	ctx := context.Background()
+	const (
+		chats = 20
+		puts  = 3000
+	)
+	body := strings.Repeat("x", 4<<10)
+	chat := func(i int) string { return fmt.Sprintf("%s-%d", prefix, i%chats) }
+	for i := range puts {
+		if _, err := c.PutMessage(ctx, msg(chat(i), fmt.Sprintf("m%d", i), 1, body)); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	evicted, err := stacktest.RedisEvictedKeys(ctx, rdb)
+	if err != nil || evicted == 0 {
+		t.Fatalf("evicted_keys = %d, %v; want some", evicted, err)
+	}
+	last := chat(puts - 1)
+	msgs, err := c.Messages(ctx, last)
+	if err != nil || len(msgs) == 0 || len(msgs) >= puts/chats {
+		t.Fatalf("Messages = %d, %v; want some, not all %d", len(msgs), err, puts/chats)
+	}
+	ids, err := c.IndexedIDs(ctx, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if n, err := rdb.Exists(ctx, ns+":chat:{"+last+"}:msg:"+id).Result(); err != nil || n != 1 {
+			t.Errorf("the index names %s, whose entry is gone (exists %d, %v)", id, n, err)
+		}
+	}
+	t.Logf("%d keys evicted; %d of %d messages of the chat left, %d indexed", evicted, len(msgs), puts/chats, len(ids))
+}
+
+// checkIndex fails the test unless chat's index holds exactly want.
+func checkIndex(t *testing.T, c *cache.Cache, chat, when string, want ...string) {
+	t.Helper()
+	ids, err := c.IndexedIDs(context.Background(), chat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, want) {
+		t.Fatalf("%s: the index holds %v, want %v", when, ids, want)
 	}
 }

@@ -48,6 +48,7 @@ type Consumer struct {
 	topics   change.Topics
 	cache    *cache.Cache
 	mem      *Memory
+	lag      *PostgresLag
 	notify   Notifier
 	metrics  *Metrics
 	outage   *kafkaclient.Outage
@@ -61,9 +62,11 @@ type Consumer struct {
 
 // NewConsumer returns a consumer that reads topics with consumer (not yet
 // subscribed, a member of group, reading a partition without a committed
-// offset from its beginning), decides with c and mem, and tells notify.
-func NewConsumer(consumer *kafka.Consumer, group string, topics change.Topics, c *cache.Cache, mem *Memory, notify Notifier, m *Metrics, log *slog.Logger) *Consumer {
-	return &Consumer{consumer: consumer, group: group, topics: topics, cache: c, mem: mem, notify: notify, metrics: m,
+// offset from its beginning), decides with c and mem, tells notify, and
+// gives lag the messages it cached.
+func NewConsumer(consumer *kafka.Consumer, group string, topics change.Topics, c *cache.Cache, mem *Memory, lag *PostgresLag,
+	notify Notifier, m *Metrics, log *slog.Logger) *Consumer {
+	return &Consumer{consumer: consumer, group: group, topics: topics, cache: c, mem: mem, lag: lag, notify: notify, metrics: m,
 		outage: kafkaclient.NewOutage(log, m.kafkaDown), log: log}
 }
 
@@ -238,6 +241,7 @@ func (c *Consumer) handle(ctx context.Context, m *kafka.Message) {
 			return
 		}
 		if c.putMessage(ctx, msg) {
+			c.lag.Cached(msg)
 			c.metrics.pushed.WithLabelValues(kind.String()).Inc()
 			c.notify.MessageChanged(msg)
 		}

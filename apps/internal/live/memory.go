@@ -4,27 +4,68 @@ import (
 	"container/list"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/chatpoc/chat-poc/internal/change"
 )
 
-// memoryCap bounds the messages Memory keeps: recent enough to stand in
-// for Redis while it is down, small enough not to matter (~1 KiB each).
-const memoryCap = 50_000
+// Memory's bounds are in bytes of the strings it holds plus entryOverhead
+// per entry. A message may be ~40 KB (the writer takes values up to
+// 256 KiB), so a bound by count would not bound memory. The messages'
+// bound is the app's INTERNAL_MEMORY_MESSAGE_BYTES (32 MiB: a small share of
+// the instance's 256 MiB limit in deploy/k8s, holding a few minutes of a
+// busy feed — at ~1 KiB a change ~30,000 changes, 2.5 min at 200 changes/s,
+// the Redis cache's window that memory stands in for).
+const (
+	// DefaultChatBytes bounds the chat events Memory holds (~300 bytes
+	// each: ~14,000 chats).
+	DefaultChatBytes = 4 << 20
+	// entryOverhead approximates what one held entry costs beyond its
+	// strings: the struct, its list element and its map entry.
+	entryOverhead = 256
+)
 
 // Memory is the in-process stand-in for the Redis cache: the most recent
-// versions of messages and chats this instance has seen, least recently
-// written first out. While Redis is down it decides which changes are new
-// and serves the loads; when Redis is back it is written back there.
+// versions of messages and chats this instance has seen, within a bound in
+// bytes for each. While Redis is down it decides which changes are new and
+// serves the loads; when Redis is back it is written back there.
+//
+// At its bound it forgets the least recently written entries (counted in
+// internal_memory_evictions_total). A forgotten message is no longer in the
+// loads it serves while Redis is down (Postgres has it once the writer
+// stored it), and a late duplicate of an older version of it is taken for
+// new: it may be pushed, and each client's version floor (the hub's) keeps
+// it from any client that was sent a newer one. A forgotten chat event no
+// longer lists a chat the writer has not stored yet, nor hides one whose
+// delete it has not stored yet.
 type Memory struct {
 	mu    sync.Mutex
-	order *list.List // of *change.Message, most recently written at the back
-	msgs  map[string]*list.Element
-	chats map[string]change.Chat
+	msgs  *lru[change.Message]
+	chats *lru[change.Chat]
 }
 
-// NewMemory returns an empty memory.
-func NewMemory() *Memory {
-	return &Memory{order: list.New(), msgs: map[string]*list.Element{}, chats: map[string]change.Chat{}}
+// NewMemory returns an empty memory holding at most messageBytes of
+// messages and chatBytes of chat events, its size and evictions counted in
+// reg (internal_memory_bytes, internal_memory_entries and
+// internal_memory_evictions_total, by kind).
+func NewMemory(messageBytes, chatBytes int64, reg prometheus.Registerer) *Memory {
+	bytes := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "internal_memory_bytes", Help: "Bytes held by the in-process stand-in for Redis (strings plus a fixed overhead per entry), by kind.",
+	}, []string{"kind"})
+	entries := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "internal_memory_entries", Help: "Entries held by the in-process stand-in for Redis, by kind.",
+	}, []string{"kind"})
+	evictions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "internal_memory_evictions_total", Help: "Entries the in-process stand-in for Redis forgot at its bound in bytes (least recently written first), by kind.",
+	}, []string{"kind"})
+	reg.MustRegister(bytes, entries, evictions)
+	gauges := func(k change.Kind) lruMetrics {
+		return lruMetrics{bytes.WithLabelValues(k.String()), entries.WithLabelValues(k.String()), evictions.WithLabelValues(k.String())}
+	}
+	return &Memory{
+		msgs:  newLRU[change.Message](messageBytes, gauges(change.KindMessage)),
+		chats: newLRU[change.Chat](chatBytes, gauges(change.KindChat)),
+	}
 }
 
 // PutMessage keeps m if it is newer than the version held, and reports
@@ -32,18 +73,10 @@ func NewMemory() *Memory {
 func (mem *Memory) PutMessage(m change.Message) bool {
 	mem.mu.Lock()
 	defer mem.mu.Unlock()
-	if e, ok := mem.msgs[m.ID]; ok {
-		if e.Value.(*change.Message).Version >= m.Version {
-			return false
-		}
-		mem.order.Remove(e)
+	if old, ok := mem.msgs.get(m.ID); ok && old.Version >= m.Version {
+		return false
 	}
-	mem.msgs[m.ID] = mem.order.PushBack(&m)
-	for mem.order.Len() > memoryCap {
-		oldest := mem.order.Front()
-		mem.order.Remove(oldest)
-		delete(mem.msgs, oldest.Value.(*change.Message).ID)
-	}
+	mem.msgs.put(m.ID, m, int64(len(m.ID)+len(m.ChatID)+len(m.Content)))
 	return true
 }
 
@@ -52,10 +85,10 @@ func (mem *Memory) PutMessage(m change.Message) bool {
 func (mem *Memory) PutChat(c change.Chat) bool {
 	mem.mu.Lock()
 	defer mem.mu.Unlock()
-	if old, ok := mem.chats[c.ID]; ok && old.Version >= c.Version {
+	if old, ok := mem.chats.get(c.ID); ok && old.Version >= c.Version {
 		return false
 	}
-	mem.chats[c.ID] = c
+	mem.chats.put(c.ID, c, int64(len(c.ID)))
 	return true
 }
 
@@ -64,9 +97,9 @@ func (mem *Memory) Messages(chatID string) []change.Message {
 	mem.mu.Lock()
 	defer mem.mu.Unlock()
 	var out []change.Message
-	for e := mem.order.Front(); e != nil; e = e.Next() {
-		if m := e.Value.(*change.Message); m.ChatID == chatID {
-			out = append(out, *m)
+	for m := range mem.msgs.values {
+		if m.ChatID == chatID {
+			out = append(out, m)
 		}
 	}
 	return out
@@ -76,32 +109,102 @@ func (mem *Memory) Messages(chatID string) []change.Message {
 func (mem *Memory) Chat(id string) (change.Chat, bool) {
 	mem.mu.Lock()
 	defer mem.mu.Unlock()
-	c, ok := mem.chats[id]
-	return c, ok
+	return mem.chats.get(id)
 }
 
 // Chats returns the held chat events.
 func (mem *Memory) Chats() []change.Chat {
 	mem.mu.Lock()
 	defer mem.mu.Unlock()
-	out := make([]change.Chat, 0, len(mem.chats))
-	for _, c := range mem.chats {
-		out = append(out, c)
-	}
-	return out
+	return mem.chats.all()
 }
 
 // All returns every held message and chat event, for writing back to Redis.
 func (mem *Memory) All() ([]change.Message, []change.Chat) {
 	mem.mu.Lock()
 	defer mem.mu.Unlock()
-	msgs := make([]change.Message, 0, mem.order.Len())
-	for e := mem.order.Front(); e != nil; e = e.Next() {
-		msgs = append(msgs, *e.Value.(*change.Message))
+	return mem.msgs.all(), mem.chats.all()
+}
+
+// Size returns the bytes Memory holds (as its bounds count them) of
+// messages and of chat events.
+func (mem *Memory) Size() (messageBytes, chatBytes int64) {
+	mem.mu.Lock()
+	defer mem.mu.Unlock()
+	return mem.msgs.bytes, mem.chats.bytes
+}
+
+// lru holds values by ID within max bytes, forgetting the least recently
+// put first. Not safe for concurrent use (Memory locks).
+type lru[T any] struct {
+	max     int64
+	bytes   int64
+	order   *list.List // of *lruEntry[T], least recently put at the front
+	byID    map[string]*list.Element
+	metrics lruMetrics
+}
+
+type lruEntry[T any] struct {
+	id    string
+	value T
+	size  int64
+}
+
+type lruMetrics struct {
+	bytes, entries prometheus.Gauge
+	evictions      prometheus.Counter
+}
+
+func newLRU[T any](maxBytes int64, m lruMetrics) *lru[T] {
+	return &lru[T]{max: maxBytes, order: list.New(), byID: map[string]*list.Element{}, metrics: m}
+}
+
+func (l *lru[T]) get(id string) (T, bool) {
+	if e, ok := l.byID[id]; ok {
+		return e.Value.(*lruEntry[T]).value, true
 	}
-	chats := make([]change.Chat, 0, len(mem.chats))
-	for _, c := range mem.chats {
-		chats = append(chats, c)
+	var zero T
+	return zero, false
+}
+
+// put holds v under id (replacing what was held), its size the bytes of
+// its strings, then forgets the least recently put entries while over the
+// bound — never the one just put (one entry larger than the bound is held
+// alone).
+func (l *lru[T]) put(id string, v T, size int64) {
+	if e, ok := l.byID[id]; ok {
+		l.remove(e)
 	}
-	return msgs, chats
+	size += entryOverhead
+	l.byID[id] = l.order.PushBack(&lruEntry[T]{id: id, value: v, size: size})
+	l.bytes += size
+	for l.bytes > l.max && l.order.Len() > 1 {
+		l.remove(l.order.Front())
+		l.metrics.evictions.Inc()
+	}
+	l.metrics.bytes.Set(float64(l.bytes))
+	l.metrics.entries.Set(float64(l.order.Len()))
+}
+
+func (l *lru[T]) remove(e *list.Element) {
+	en := l.order.Remove(e).(*lruEntry[T])
+	delete(l.byID, en.id)
+	l.bytes -= en.size
+}
+
+// values yields the held values, least recently put first.
+func (l *lru[T]) values(yield func(T) bool) {
+	for e := l.order.Front(); e != nil; e = e.Next() {
+		if !yield(e.Value.(*lruEntry[T]).value) {
+			return
+		}
+	}
+}
+
+func (l *lru[T]) all() []T {
+	out := make([]T, 0, l.order.Len())
+	for v := range l.values {
+		out = append(out, v)
+	}
+	return out
 }
