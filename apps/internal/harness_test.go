@@ -63,6 +63,7 @@ func configureEnv(t testing.TB, edit func(*Config)) *appEnv {
 		KafkaBootstrap: bootstrap, Group: name + "-internal",
 		MessageTopic: name + "-messages", ChatTopic: name + "-chats",
 		Identity: name, LogLevel: "warn", StallAfter: 15 * time.Second, DeadAfter: time.Minute,
+		PageSize: 200, WSMaxClients: 2000, WSRequestRate: 10,
 	}
 	if edit != nil {
 		edit(&e.cfg)
