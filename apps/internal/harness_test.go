@@ -147,19 +147,7 @@ func (e *appEnv) waitConsuming() {
 	c := e.dial()
 	c.send(`{"type":"sub","id":"` + probe.ID + `"}`)
 	c.next() // the error (unknown chat): subscribed now
-	// A read whose context ends closes the connection: read in the
-	// background, wait on the channel.
-	frames := make(chan frame, 16)
-	go func() {
-		defer close(frames)
-		for {
-			f, err := c.read(context.Background())
-			if err != nil {
-				return
-			}
-			frames <- f
-		}
-	}()
+	frames := c.frames()
 	defer c.conn.CloseNow()
 	stacktest.WaitFor(e.t, time.Minute, "the app to consume", func() error {
 		e.produceChats(probe)
@@ -274,6 +262,24 @@ func (c *wsConn) read(ctx context.Context) (frame, error) {
 		return frame{}, err
 	}
 	return f, nil
+}
+
+// frames reads c's frames in the background until the connection ends
+// (then closes the channel): a read whose context ends closes the
+// connection, so a test waits on the channel instead.
+func (c *wsConn) frames() <-chan frame {
+	out := make(chan frame, 64)
+	go func() {
+		defer close(out)
+		for {
+			f, err := c.read(context.Background())
+			if err != nil {
+				return
+			}
+			out <- f
+		}
+	}()
+	return out
 }
 
 // next reads the next frame, failing the test if none comes in time.

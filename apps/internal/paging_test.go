@@ -32,8 +32,8 @@ func (e *appEnv) restAll(chatID string, limit int) ([]change.Message, error) {
 	var all []change.Message
 	before := ""
 	for pages := 0; ; pages++ {
-		if pages > 10_000 {
-			return nil, fmt.Errorf("more than 10,000 pages")
+		if pages > 1000 {
+			return nil, fmt.Errorf("more than 1,000 pages")
 		}
 		var p restPage
 		path := fmt.Sprintf("/api/chats/%s/messages?limit=%d&before=%s", chatID, limit, url.QueryEscape(before))
@@ -46,6 +46,9 @@ func (e *appEnv) restAll(chatID string, limit int) ([]change.Message, error) {
 		all = append(slices.Clone(p.Messages), all...)
 		if !p.HasMore {
 			return all, nil
+		}
+		if p.Before == before {
+			return nil, fmt.Errorf("page %d: the cursor did not move", pages+1)
 		}
 		before = p.Before
 	}
