@@ -50,6 +50,7 @@ bench: bootstrap build
 	    $(BENCH) -bench WriterLatency -benchtime 6000x ./workers/writer/; } \
 	    | $(GO) run ./deploy/cmd/benchmd -section writer; \
 	  { $(BENCH) -bench InternalFanout -benchtime 6000x ./apps/internal/ && \
+	    $(BENCH) -bench InternalOpenChat -benchtime 200x ./apps/internal/ && \
 	    $(BENCH) -bench CacheCAS -benchtime 200000x ./apps/internal/; } \
 	    | $(GO) run ./deploy/cmd/benchmd -section internal; \
 	  { $(BENCH) -bench LegacySyncKillStorm -benchtime 20x ./bench/legacysync/ && \

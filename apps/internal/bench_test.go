@@ -136,6 +136,50 @@ func inUse(b *testing.B, url string) float64 {
 	return sum
 }
 
+// BenchmarkInternalOpenChat runs one internal app process (as
+// BenchmarkInternalFanout) with a chat of 100,000 stored messages and one of
+// 10, and opens each b.N times in turn, each time on a new WebSocket
+// connection: the time from the sub frame's write to the first frame's
+// receipt, its load (the newest page of 200, read from one range of the
+// index and merged with the cache). The two should be alike: a chat's load
+// never reads the whole chat.
+func BenchmarkInternalOpenChat(b *testing.B) {
+	if stacktest.ProbeRun(b) {
+		return
+	}
+	e := configureEnv(b, func(c *Config) { c.WSRequestRate = 0 })
+	ps := stacktest.NewProcs(b, internalBin)
+	e.startProcess(ps)
+	big, small := e.prefix+"-big", e.prefix+"-small"
+	e.insertMessages(big, 100_000)
+	e.insertMessages(small, 10)
+
+	open := func(chat string) time.Duration {
+		c := e.dial()
+		defer c.conn.CloseNow()
+		start := time.Now()
+		c.send(`{"type":"sub","id":"` + chat + `"}`)
+		f := c.next()
+		d := time.Since(start)
+		if f.Type != "load" || f.ChatID != chat || len(f.Messages) == 0 {
+			b.Fatalf("opening %s: %s frame of %d messages, want its load", chat, f.Type, len(f.Messages))
+		}
+		return d
+	}
+	open(big) // warm: the first connection of the pool, the page's plan
+	open(small)
+	bigLat, smallLat := make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		bigLat = append(bigLat, open(big))
+		smallLat = append(smallLat, open(small))
+	}
+	b.StopTimer()
+	stacktest.ReportDurations(b, "open-100k", time.Millisecond, bigLat)
+	stacktest.ReportDurations(b, "open-10", time.Millisecond, smallLat)
+	b.ReportMetric(0, "ns/op")
+}
+
 // BenchmarkCacheCAS runs the updateByTimestamp script against the stack's
 // Redis from 16×GOMAXPROCS goroutines: b.N puts of new versions over 1,000
 // messages.

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +18,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/chatpoc/chat-poc/deploy/devstack"
 	"github.com/chatpoc/chat-poc/deploy/devstack/stacktest"
@@ -35,6 +40,7 @@ type appEnv struct {
 	t        testing.TB
 	cfg      Config
 	db       *chatdb.DB
+	pool     *pgxpool.Pool
 	producer *kafka.Producer
 	prefix   string
 	app      *app
@@ -54,16 +60,17 @@ func newAppEnv(t testing.TB, edit func(*Config)) *appEnv {
 func configureEnv(t testing.TB, edit func(*Config)) *appEnv {
 	t.Helper()
 	stack := stacktest.Connect(t)
-	dsn, db, _ := chatdbtest.NewDB(t)
+	dsn, db, pool := chatdbtest.NewDB(t)
 	name := stacktest.UniqueName("i")
 	bootstrap := stacktest.Env(t, stack, devstack.EnvKafkaABootstrap)
-	e := &appEnv{t: t, db: db, prefix: name, producer: stacktest.NewProducer(t, bootstrap)}
+	e := &appEnv{t: t, db: db, pool: pool, prefix: name, producer: stacktest.NewProducer(t, bootstrap)}
 	e.cfg = Config{
 		PGDSN: dsn, PGMaxConns: 4, RedisAddr: stacktest.Env(t, stack, devstack.EnvRedisAddr), CacheTTL: time.Hour,
 		MemoryBytes:    32 << 20,
 		KafkaBootstrap: bootstrap, Group: name + "-internal",
 		MessageTopic: name + "-messages", ChatTopic: name + "-chats",
 		Identity: name, LogLevel: "warn", StallAfter: 15 * time.Second, DeadAfter: time.Minute,
+		PageSize: 200, WSMaxClients: 2000, WSRequestRate: 10,
 	}
 	if edit != nil {
 		edit(&e.cfg)
@@ -117,7 +124,9 @@ func (e *appEnv) startProcess(ps *stacktest.Procs) *stacktest.Proc {
 		"INTERNAL_LISTEN_ADDR="+addr, "PG_INTERNAL_DSN="+c.PGDSN, "REDIS_ADDR="+c.RedisAddr,
 		"KAFKA_BOOTSTRAP="+c.KafkaBootstrap, "INTERNAL_GROUP="+c.Group,
 		"KAFKA_MESSAGE_TOPIC="+c.MessageTopic, "KAFKA_CHAT_TOPIC="+c.ChatTopic,
-		"INTERNAL_IDENTITY="+c.Identity, "LOG_LEVEL="+c.LogLevel)
+		"INTERNAL_IDENTITY="+c.Identity, "LOG_LEVEL="+c.LogLevel,
+		"INTERNAL_PAGE_SIZE="+strconv.Itoa(c.PageSize), "INTERNAL_WS_MAX_CLIENTS="+strconv.Itoa(c.WSMaxClients),
+		"INTERNAL_WS_REQUEST_RATE="+strconv.FormatFloat(c.WSRequestRate, 'g', -1, 64))
 	e.url = "http://" + addr
 	stacktest.WaitFor(e.t, time.Minute, "the app to be ready", func() error {
 		resp, err := http.Get(e.url + "/readyz")
@@ -142,19 +151,7 @@ func (e *appEnv) waitConsuming() {
 	c := e.dial()
 	c.send(`{"type":"sub","id":"` + probe.ID + `"}`)
 	c.next() // the error (unknown chat): subscribed now
-	// A read whose context ends closes the connection: read in the
-	// background, wait on the channel.
-	frames := make(chan frame, 16)
-	go func() {
-		defer close(frames)
-		for {
-			f, err := c.read(context.Background())
-			if err != nil {
-				return
-			}
-			frames <- f
-		}
-	}()
+	frames := c.frames()
 	defer c.conn.CloseNow()
 	stacktest.WaitFor(e.t, time.Minute, "the app to consume", func() error {
 		e.produceChats(probe)
@@ -174,6 +171,32 @@ func (e *appEnv) waitConsuming() {
 			}
 		}
 	})
+}
+
+// insertMessages stores chat and n messages of it in the app's database,
+// as the writer would have (COPY, fast enough for 100,000): message i is
+// "<chat>-m<i>", created i/2 ms after chatdbtest.T0 (two messages share each
+// creation time), version i+1. It returns them in display order.
+func (e *appEnv) insertMessages(chat string, n int) []change.Message {
+	e.t.Helper()
+	ctx := context.Background()
+	if _, err := e.db.Apply(ctx, "test", chatdb.Batch{Chats: []change.Chat{chatdbtest.ChatNew(chat, 1)}}); err != nil {
+		e.t.Fatal(err)
+	}
+	msgs := make([]change.Message, n)
+	rows := make([][]any, n)
+	for i := range msgs {
+		m := chatdbtest.Msg(fmt.Sprintf("%s-m%d", chat, i), chat, int64(i/2), int64(i+1), fmt.Sprintf("message %d", i), false)
+		msgs[i] = m
+		rows[i] = []any{m.ID, m.ChatID, m.Content, m.CreatedAt, m.UpdatedAt, m.IsDeleted, m.Version}
+	}
+	if _, err := e.pool.CopyFrom(ctx, pgx.Identifier{"messages"},
+		[]string{"id", "chat_id", "content", "created_at", "updated_at", "is_deleted", "version"},
+		pgx.CopyFromRows(rows)); err != nil {
+		e.t.Fatalf("copy %d messages: %v", n, err)
+	}
+	slices.SortFunc(msgs, chatdb.Compare)
+	return msgs
 }
 
 func (e *appEnv) produceMessages(msgs ...change.Message) {
@@ -200,6 +223,10 @@ type frame struct {
 	Messages []change.Message `json:"messages"`
 	Deleted  bool             `json:"deleted"`
 	Error    string           `json:"error"`
+	Code     string           `json:"code"`
+	Request  string           `json:"request"`
+	HasMore  bool             `json:"hasMore"`
+	Before   string           `json:"before"`
 }
 
 type wsConn struct {
@@ -239,6 +266,24 @@ func (c *wsConn) read(ctx context.Context) (frame, error) {
 		return frame{}, err
 	}
 	return f, nil
+}
+
+// frames reads c's frames in the background until the connection ends
+// (then closes the channel): a read whose context ends closes the
+// connection, so a test waits on the channel instead.
+func (c *wsConn) frames() <-chan frame {
+	out := make(chan frame, 64)
+	go func() {
+		defer close(out)
+		for {
+			f, err := c.read(context.Background())
+			if err != nil {
+				return
+			}
+			out <- f
+		}
+	}()
+	return out
 }
 
 // next reads the next frame, failing the test if none comes in time.

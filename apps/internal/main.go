@@ -57,6 +57,9 @@ type Config struct {
 	StallAfter        time.Duration `env:"INTERNAL_STALL_AFTER" default:"15s" doc:"how long records may wait unconsumed (committed in Kafka, the live consumer's position not moving) before /readyz fails and the UI shows stalled"`
 	DeadAfter         time.Duration `env:"INTERNAL_DEAD_AFTER" default:"1m" doc:"how long before /healthz fails too, so that the supervisor restarts the instance"`
 	LogLevel          string        `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error"`
+	PageSize          int           `env:"INTERNAL_PAGE_SIZE" default:"200" doc:"most messages in a chat's load and in each older page (and at most 256 KiB of them)"`
+	WSMaxClients      int           `env:"INTERNAL_WS_MAX_CLIENTS" default:"2000" doc:"most WebSocket connections of the instance; beyond, the handshake gets 503 with Retry-After; 0: no cap"`
+	WSRequestRate     float64       `env:"INTERNAL_WS_REQUEST_RATE" default:"10" doc:"subs and older pages per second one WebSocket connection may ask (bursts of 100, its most subscriptions); beyond, an error frame with code rateLimited; 0: no limit"`
 }
 
 // shutdownTimeout bounds draining HTTP requests on SIGTERM (WebSockets are
@@ -119,6 +122,9 @@ func newApp(cfg Config, log *slog.Logger) (*app, error) {
 		return nil, errors.New("configuration: INTERNAL_CACHE_TTL and INTERNAL_MEMORY_MESSAGE_BYTES must be positive")
 	}
 	a := &app{}
+	if cfg.PageSize < 1 || cfg.WSMaxClients < 0 || cfg.WSRequestRate < 0 {
+		return nil, errors.New("configuration: INTERNAL_PAGE_SIZE must be at least 1, INTERNAL_WS_MAX_CLIENTS and INTERNAL_WS_REQUEST_RATE at least 0")
+	}
 	pc, err := pgxpool.ParseConfig(cfg.PGDSN)
 	if err != nil {
 		return nil, errors.New("configuration: PG_INTERNAL_DSN is not a valid Postgres connection string")
@@ -168,6 +174,9 @@ func newApp(cfg Config, log *slog.Logger) (*app, error) {
 			Ready:          readiness(pool, rdb, consumer, func() error { return a.watchdog.Stalled() }),
 			Stalled:        func() error { return a.watchdog.Stalled() },
 			Live:           func() error { return a.watchdog.Dead() },
+			PageSize:       cfg.PageSize,
+			MaxClients:     cfg.WSMaxClients,
+			RequestRate:    cfg.WSRequestRate,
 		}, log)
 	a.consumer = live.NewConsumer(consumer, cfg.Group, topics, c, mem, lag, a.server.Hub(), live.NewMetrics(reg), log)
 	a.kafka = consumer

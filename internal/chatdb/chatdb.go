@@ -1,7 +1,7 @@
 // Package chatdb is the internal system's Postgres layer: the chats and
 // messages synced from the external service, and the Kafka offsets of the
 // writer that keeps them. The writer applies batches of change records with
-// Apply; the internal app reads with Chats and Messages.
+// Apply; the internal app reads with Chats and MessagesPage.
 //
 // Every row keeps the version of the last change applied to it and Apply
 // writes a change only if its version is newer (last writer wins), so Kafka's

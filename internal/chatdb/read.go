@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -57,54 +58,13 @@ SELECT id, version, replicated_at FROM chats WHERE NOT is_deleted ORDER BY id`)
 }
 
 // Messages returns every stored message of chat chatID, deleted ones
-// included, by creation time and ID, and whether the chat's row says it is
-// deleted (false while only its messages have arrived). Times are in UTC, to
-// the microsecond. It returns ErrNotFound if neither the chat nor any of its
-// messages is stored.
+// included, in display order (see Compare), and whether the chat's row says
+// it is deleted (false while only its messages have arrived). Times are in
+// UTC, to the microsecond. It returns ErrNotFound if neither the chat nor
+// any message of it is stored. It reads the whole chat: the app reads pages
+// (MessagesPage); this is for tests and tools.
 func (db *DB) Messages(ctx context.Context, chatID string) ([]change.Message, bool, error) {
-	// One statement, so the flag and the messages come from one snapshot: a
-	// row per message, or a single row of NULL message columns.
-	rows, err := db.pool.Query(ctx, `
-SELECT c.id IS NOT NULL, coalesce(c.is_deleted, false),
-       m.id, m.content, m.created_at, m.updated_at, m.is_deleted, m.version
-FROM (VALUES ($1::text)) AS k (id)
-LEFT JOIN chats AS c ON c.id = k.id
-LEFT JOIN messages AS m ON m.chat_id = k.id
-ORDER BY m.created_at, m.id`, chatID)
-	if err != nil {
-		return nil, false, fmt.Errorf("read messages of chat %s: %w", chatID, err)
-	}
-	defer rows.Close()
-	var (
-		msgs                    = []change.Message{}
-		chatStored, chatDeleted bool
-	)
-	for rows.Next() {
-		var (
-			id, content      *string
-			created, updated *time.Time
-			deleted          *bool
-			version          *int64
-		)
-		if err := rows.Scan(&chatStored, &chatDeleted, &id, &content, &created, &updated, &deleted, &version); err != nil {
-			return nil, false, fmt.Errorf("read messages of chat %s: %w", chatID, err)
-		}
-		if id == nil {
-			continue // the chat has no messages
-		}
-		msgs = append(msgs, change.Message{
-			ID: *id, ChatID: chatID, Content: *content,
-			CreatedAt: created.UTC(), UpdatedAt: updated.UTC(),
-			IsDeleted: *deleted, Version: *version,
-		})
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("read messages of chat %s: %w", chatID, err)
-	}
-	if !chatStored && len(msgs) == 0 {
-		return nil, false, fmt.Errorf("chat %s: %w", chatID, ErrNotFound)
-	}
-	return msgs, chatDeleted, nil
+	return db.MessagesPage(ctx, chatID, Cursor{}, math.MaxInt64)
 }
 
 // MessageVersion returns the stored version of message id, and false if no

@@ -1,8 +1,10 @@
 // Package wshub fans JSON frames out to WebSocket clients subscribed to
 // chats, for the external and the internal app alike: one owner of the
-// subscriber set, a bounded send queue per client, a client that falls
-// behind closed with a policy-violation code instead of slowing the others,
-// and the read/write loops with their limits, pings and close codes.
+// subscriber set, a send queue per client bounded by frames and by bytes, a
+// client that falls behind closed with a policy-violation code instead of
+// slowing the others, an optional cap on connections and a token bucket per
+// connection, and the read/write loops with their limits, pings and close
+// codes.
 package wshub
 
 import (
@@ -10,11 +12,14 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 )
 
 // Limits and timings of a connection.
@@ -31,6 +36,17 @@ const (
 	// browser that cannot keep up for that long is dropped rather than
 	// allowed to slow down everyone else's updates.
 	SendBuffer = 256
+	// SendBufferBytes is how many bytes of frames a client may have
+	// queued: 256 frames can be 256 loads, and a load is up to a page of
+	// messages. It holds four of the internal app's pages (at most 256 KiB
+	// each, api.MaxPageBytes); a client that leaves more unread is dropped
+	// like one that leaves too many frames. A single larger frame is still
+	// queued to a client with nothing queued, so that it is never refused
+	// whatever its size. Frames published to many clients share one copy.
+	SendBufferBytes = 1 << 20
+	// RetryAfter is the Retry-After a connection refused at the cap is
+	// given (HTTP 503): time for a load balancer to move it elsewhere.
+	RetryAfter = 5 * time.Second
 	// MaxSubscriptions bounds the chats one client may subscribe to (a UI
 	// subscribes to the chat it shows); beyond it Subscribe refuses.
 	MaxSubscriptions = 100
@@ -39,15 +55,35 @@ const (
 // ErrTooManySubscriptions is Subscribe's answer beyond MaxSubscriptions.
 var ErrTooManySubscriptions = errors.New("too many subscriptions on one connection")
 
+// Limits are a hub's bounds on its connections; the zero Limits bound
+// nothing but what the constants above bound.
+type Limits struct {
+	// MaxClients caps the connections the hub serves at once; beyond it
+	// Accept answers 503 with Retry-After. 0: no cap.
+	MaxClients int
+	// Rate and Burst are the token bucket of each connection that Allow
+	// draws from (the requests that cost a read of the database: a sub, a
+	// page). Rate 0: no limit.
+	Rate  rate.Limit
+	Burst int
+}
+
 // Frame is one client → server frame: {"type":"sub","id":"…"}.
 type Frame struct {
 	Type string `json:"type"`
 	ID   string `json:"id"`
+	// Raw is the frame as received, for handlers whose frames carry more
+	// fields.
+	Raw []byte `json:"-"`
 }
 
 // Client is one WebSocket connection's send queue.
 type Client struct {
 	send chan []byte
+	// queued is the bytes of the frames in send.
+	queued atomic.Int64
+	// limiter is the connection's token bucket (nil: no limit).
+	limiter *rate.Limiter
 	// slow is closed by the hub when the queue overflowed; the connection
 	// then closes with a policy-violation code.
 	slow     chan struct{}
@@ -61,26 +97,38 @@ type Client struct {
 
 // Metrics are a hub's Prometheus metrics.
 type Metrics struct {
-	clients     prometheus.Gauge
-	badFrames   prometheus.Counter
-	slowDropped prometheus.Counter
+	clients       prometheus.Gauge
+	badFrames     prometheus.Counter
+	slowDropped   prometheus.Counter
+	refused       prometheus.Counter
+	rateLimited   prometheus.Counter
+	writeTimeouts prometheus.Counter
 }
 
-// NewMetrics registers <prefix>_ws_clients, <prefix>_ws_bad_frames_total
-// and <prefix>_ws_slow_clients_dropped_total with reg.
+// NewMetrics registers <prefix>_ws_clients, <prefix>_ws_bad_frames_total,
+// <prefix>_ws_slow_clients_dropped_total,
+// <prefix>_ws_connections_refused_total, <prefix>_ws_rate_limited_total
+// and <prefix>_ws_write_timeouts_total with reg.
 func NewMetrics(reg prometheus.Registerer, prefix string) *Metrics {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: prefix + name, Help: help})
+	}
 	m := &Metrics{
 		clients: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: prefix + "_ws_clients", Help: "Connected WebSocket clients.",
 		}),
-		badFrames: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: prefix + "_ws_bad_frames_total", Help: "WebSocket connections closed for an invalid frame (not JSON text, too large, unknown type).",
-		}),
-		slowDropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: prefix + "_ws_slow_clients_dropped_total", Help: "WebSocket clients closed because they fell behind.",
-		}),
+		badFrames: counter("_ws_bad_frames_total",
+			"WebSocket connections closed for an invalid frame (not JSON text, too large, unknown type)."),
+		slowDropped: counter("_ws_slow_clients_dropped_total",
+			"WebSocket clients closed because they fell behind (their send queue full, by frames or by bytes)."),
+		refused: counter("_ws_connections_refused_total",
+			"WebSocket handshakes refused with 503 because the instance serves its most connections."),
+		rateLimited: counter("_ws_rate_limited_total",
+			"WebSocket requests (sub, more) refused because their connection exceeded its rate."),
+		writeTimeouts: counter("_ws_write_timeouts_total",
+			"WebSocket connections closed because a frame or ping could not be written within the write timeout."),
 	}
-	reg.MustRegister(m.clients, m.badFrames, m.slowDropped)
+	reg.MustRegister(m.clients, m.badFrames, m.slowDropped, m.refused, m.rateLimited, m.writeTimeouts)
 	return m
 }
 
@@ -88,6 +136,10 @@ func NewMetrics(reg prometheus.Registerer, prefix string) *Metrics {
 // and the clients subscribed to all chats.
 type Hub struct {
 	metrics *Metrics
+	limits  Limits
+	// conns counts the connections accepted and not ended, reserved
+	// before the handshake so that the cap holds under a burst.
+	conns atomic.Int64
 
 	mu      sync.Mutex
 	clients map[*Client]struct{}
@@ -95,10 +147,11 @@ type Hub struct {
 	allChat map[*Client]struct{}
 }
 
-// New returns an empty hub that counts into m.
-func New(m *Metrics) *Hub {
+// New returns an empty hub that counts into m and keeps limits.
+func New(m *Metrics, limits Limits) *Hub {
 	return &Hub{
 		metrics: m,
+		limits:  limits,
 		clients: map[*Client]struct{}{},
 		byChat:  map[string]map[*Client]struct{}{},
 		allChat: map[*Client]struct{}{},
@@ -107,6 +160,9 @@ func New(m *Metrics) *Hub {
 
 func (h *Hub) register() *Client {
 	c := &Client{send: make(chan []byte, SendBuffer), slow: make(chan struct{}), seen: map[string]map[string]int64{}}
+	if h.limits.Rate > 0 {
+		c.limiter = rate.NewLimiter(h.limits.Rate, max(h.limits.Burst, 1))
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.clients[c] = struct{}{}
@@ -165,6 +221,24 @@ func (h *Hub) Unsubscribe(c *Client, chatID string) {
 	}
 }
 
+// Allow takes a token from c's bucket: false (counted) when c exceeded its
+// rate and the request must be refused.
+func (h *Hub) Allow(c *Client) bool {
+	if c.limiter == nil || c.limiter.Allow() {
+		return true
+	}
+	h.metrics.rateLimited.Inc()
+	return false
+}
+
+// Subscribed reports whether c is subscribed to chatID.
+func (h *Hub) Subscribed(c *Client, chatID string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := c.seen[chatID]
+	return ok
+}
+
 // Clients returns the number of connected clients.
 func (h *Hub) Clients() int {
 	h.mu.Lock()
@@ -219,7 +293,8 @@ func (h *Hub) PublishVersion(frame []byte, chatID, item string, version int64) {
 	}
 }
 
-// SendLoad queues a chat's load for c, which subscribed to chatID. versions
+// SendLoad queues a chat's load (or a page of it) for c, which subscribed
+// to chatID. versions
 // holds the version of each item the load carries, and encode builds its
 // frame without the items in omit: those c was already queued a newer
 // version of, by an update that overtook the load's read (the load must not
@@ -274,17 +349,29 @@ func (h *Hub) SendTo(c *Client, frame []byte) {
 	h.enqueue(c, frame)
 }
 
-// enqueue never blocks: a client whose queue is full is marked slow and
-// will be disconnected by its writer.
+// enqueue never blocks: a client whose queue is full — SendBuffer frames,
+// or SendBufferBytes bytes — is marked slow and will be disconnected by its
+// writer.
 func (h *Hub) enqueue(c *Client, frame []byte) {
+	n := int64(len(frame))
+	if q := c.queued.Add(n); q > SendBufferBytes && q > n {
+		c.queued.Add(-n)
+		h.dropSlow(c)
+		return
+	}
 	select {
 	case c.send <- frame:
 	default:
-		c.slowOnce.Do(func() {
-			close(c.slow)
-			h.metrics.slowDropped.Inc()
-		})
+		c.queued.Add(-n)
+		h.dropSlow(c)
 	}
+}
+
+func (h *Hub) dropSlow(c *Client) {
+	c.slowOnce.Do(func() {
+		close(c.slow)
+		h.metrics.slowDropped.Inc()
+	})
 }
 
 // Handler handles the frames of one client; it returns a close code and
@@ -294,8 +381,17 @@ type Handler func(ctx context.Context, c *Client, f Frame) (websocket.StatusCode
 // Accept upgrades the request to a WebSocket and serves it until it ends (see
 // Serve). A page of another origin than the server's may connect only if
 // its host matches one of origins (patterns like "localhost:30002"); others
-// get 403.
+// get 403. Beyond Limits.MaxClients connections it answers 503 with
+// Retry-After (counted), before the handshake.
 func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, origins []string, handle Handler) {
+	n := h.conns.Add(1)
+	defer h.conns.Add(-1)
+	if h.limits.MaxClients > 0 && n > int64(h.limits.MaxClients) {
+		h.metrics.refused.Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int(RetryAfter/time.Second)))
+		http.Error(w, "too many connections; try again later", http.StatusServiceUnavailable)
+		return
+	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: origins})
 	if err != nil {
 		return // Accept has written the HTTP error (403 for a foreign Origin)
@@ -317,7 +413,7 @@ func (h *Hub) Serve(ctx context.Context, conn *websocket.Conn, handle Handler) {
 	c := h.register()
 	defer h.unregister(c)
 	go func() {
-		status, reason := writeLoop(ctx, conn, c)
+		status, reason := writeLoop(ctx, conn, c, h.metrics.writeTimeouts.Inc)
 		conn.Close(status, reason)
 		cancel()
 	}()
@@ -344,6 +440,7 @@ func readLoop(ctx context.Context, conn *websocket.Conn, c *Client, handle Handl
 			bad()
 			return websocket.StatusInvalidFramePayloadData, "invalid JSON"
 		}
+		f.Raw = data
 		if status, reason := handle(ctx, c, f); status != 0 {
 			bad()
 			return status, reason
@@ -352,8 +449,10 @@ func readLoop(ctx context.Context, conn *websocket.Conn, c *Client, handle Handl
 }
 
 // writeLoop writes queued frames and pings until the connection ends. A
-// client that fell behind is closed with a policy violation.
-func writeLoop(ctx context.Context, conn *websocket.Conn, c *Client) (websocket.StatusCode, string) {
+// client that fell behind is closed with a policy violation; a write or
+// ping not done within WriteTimeout ends the connection (counted by
+// timedOut).
+func writeLoop(ctx context.Context, conn *websocket.Conn, c *Client, timedOut func()) (websocket.StatusCode, string) {
 	ping := time.NewTicker(PingPeriod)
 	defer ping.Stop()
 	for {
@@ -363,17 +462,26 @@ func writeLoop(ctx context.Context, conn *websocket.Conn, c *Client) (websocket.
 		case <-c.slow:
 			return websocket.StatusPolicyViolation, "client too slow; reconnect and reload"
 		case frame := <-c.send:
+			c.queued.Add(-int64(len(frame)))
 			wctx, cancel := context.WithTimeout(ctx, WriteTimeout)
 			err := conn.Write(wctx, websocket.MessageText, frame)
+			timeout := errors.Is(wctx.Err(), context.DeadlineExceeded)
 			cancel()
 			if err != nil {
+				if timeout {
+					timedOut()
+				}
 				return websocket.StatusGoingAway, "write failed"
 			}
 		case <-ping.C:
 			pctx, cancel := context.WithTimeout(ctx, WriteTimeout)
 			err := conn.Ping(pctx)
+			timeout := errors.Is(pctx.Err(), context.DeadlineExceeded)
 			cancel()
 			if err != nil {
+				if timeout {
+					timedOut()
+				}
 				return websocket.StatusGoingAway, "ping timeout"
 			}
 		}

@@ -1,16 +1,23 @@
 package wshub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func newHub() *Hub { return New(NewMetrics(prometheus.NewRegistry(), "test")) }
+func newHub() *Hub { return New(NewMetrics(prometheus.NewRegistry(), "test"), Limits{}) }
 
 // queued drains and returns the frames queued for c.
 func queued(c *Client) []string {
@@ -142,4 +149,107 @@ func TestSubscriptionsAreBounded(t *testing.T) {
 	if err := h.Subscribe(c, "one more"); err != nil {
 		t.Fatalf("after an unsubscribe: %v", err)
 	}
+}
+
+// slowClosed reports whether c was marked slow (to be closed).
+func slowClosed(c *Client) bool {
+	select {
+	case <-c.slow:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestQueueIsBoundedByBytes: frames that together pass SendBufferBytes mark
+// the client slow (counted) although far fewer than SendBuffer frames are
+// queued; a single frame larger than the bound is queued to an empty queue;
+// a drained queue takes frames again.
+func TestQueueIsBoundedByBytes(t *testing.T) {
+	h := newHub()
+	a := h.register()
+	quarter := make([]byte, SendBufferBytes/4)
+	for range 4 {
+		h.SendTo(a, quarter)
+	}
+	if slowClosed(a) {
+		t.Fatal("a client with exactly SendBufferBytes queued was marked slow")
+	}
+	h.SendTo(a, []byte("one byte more"))
+	if !slowClosed(a) || testutil.ToFloat64(h.metrics.slowDropped) != 1 {
+		t.Fatalf("a client past SendBufferBytes: slow %v, counted %v; want marked and counted once", slowClosed(a), testutil.ToFloat64(h.metrics.slowDropped))
+	}
+
+	b := h.register()
+	h.SendTo(b, make([]byte, 2*SendBufferBytes))
+	if slowClosed(b) || len(queued(b)) != 1 {
+		t.Fatal("a frame larger than SendBufferBytes was refused to an empty queue")
+	}
+}
+
+// TestAllowIsATokenBucketPerClient: Burst requests pass at once, the next is
+// refused and counted; another client has its own bucket.
+func TestAllowIsATokenBucketPerClient(t *testing.T) {
+	h := New(NewMetrics(prometheus.NewRegistry(), "test"), Limits{Rate: 0.001, Burst: 3})
+	a, b := h.register(), h.register()
+	for i := range 3 {
+		if !h.Allow(a) {
+			t.Fatalf("request %d of a burst of 3 refused", i+1)
+		}
+	}
+	if h.Allow(a) {
+		t.Fatal("a 4th request at once allowed")
+	}
+	if !h.Allow(b) {
+		t.Fatal("another client's first request refused")
+	}
+	if got := testutil.ToFloat64(h.metrics.rateLimited); got != 1 {
+		t.Fatalf("rate-limited requests counted: %v, want 1", got)
+	}
+}
+
+// TestAcceptCapsConnections: with MaxClients 2, a third handshake gets 503
+// with Retry-After (counted) while two are open; once one ends, a new one
+// is accepted.
+func TestAcceptCapsConnections(t *testing.T) {
+	h := New(NewMetrics(prometheus.NewRegistry(), "test"), Limits{MaxClients: 2})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.Accept(w, r, nil, func(context.Context, *Client, Frame) (websocket.StatusCode, string) { return 0, "" })
+	}))
+	defer srv.Close()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	dial := func() (*websocket.Conn, *http.Response, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return websocket.Dial(ctx, url, nil)
+	}
+	var open []*websocket.Conn
+	for range 2 {
+		c, _, err := dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		open = append(open, c)
+	}
+	_, resp, err := dial()
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("third connection: %v, %+v; want 503 with Retry-After", err, resp)
+	}
+	if got := testutil.ToFloat64(h.metrics.refused); got != 1 {
+		t.Fatalf("refused connections counted: %v, want 1", got)
+	}
+	open[0].Close(websocket.StatusNormalClosure, "")
+	deadline := time.Now().Add(10 * time.Second)
+	for h.conns.Load() > 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the closed connection is still counted after 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, _, err := dial()
+	if err != nil {
+		t.Fatalf("a connection after one ended: %v", err)
+	}
+	c.CloseNow()
 }

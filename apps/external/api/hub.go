@@ -39,7 +39,7 @@ type Hub struct {
 
 // NewHub returns an empty hub that counts into m.
 func NewHub(log *slog.Logger, m *wshub.Metrics) *Hub {
-	return &Hub{Hub: wshub.New(m), log: log}
+	return &Hub{Hub: wshub.New(m, wshub.Limits{}), log: log}
 }
 
 // MessagesChanged sends an update with msgs to the chat's subscribers and to

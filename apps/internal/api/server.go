@@ -5,14 +5,15 @@
 package api
 
 import (
-	"cmp"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -20,6 +21,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"github.com/chatpoc/chat-poc/apps/internal/cache"
 	"github.com/chatpoc/chat-poc/apps/internal/live"
@@ -39,9 +41,24 @@ const (
 	// cacheReadTimeout bounds the Redis share of a load; a Redis that does
 	// not answer in time is left out (memory stands in).
 	cacheReadTimeout = 500 * time.Millisecond
+	// MaxPageBytes bounds the messages of one load or page, encoded: a page
+	// of large messages (up to change.MaxContentBytes each) holds fewer
+	// than Config.PageSize of them, at least one. A client's send queue
+	// (wshub.SendBufferBytes) holds four such pages.
+	MaxPageBytes = 256 << 10
+	// MaxPageLimit bounds the limit a REST client may ask a page of.
+	MaxPageLimit = 1000
+	// RequestBurst is how many subs and pages a connection may ask at once
+	// beyond Config.RequestRate: as many as it may hold subscriptions, so
+	// that a client re-subscribing to all its chats after a reconnect (a
+	// recorder of the chaos tests, say) is never refused.
+	RequestBurst = wshub.MaxSubscriptions
 )
 
-var errUnknownChat = errors.New("unknown chat")
+var (
+	errUnknownChat = errors.New("unknown chat")
+	errBadCursor   = errors.New("bad cursor")
+)
 
 // Config is the API's share of the app's configuration.
 type Config struct {
@@ -57,6 +74,16 @@ type Config struct {
 	// Live checks liveness for /healthz: an error (the live consumer stalled
 	// past its bound) asks the supervisor to restart the process.
 	Live func() error
+	// PageSize is how many messages a chat's load, and each older page,
+	// carries at most (the newest ones first).
+	PageSize int
+	// MaxClients caps the WebSocket connections (beyond: 503, try again
+	// later); 0: no cap.
+	MaxClients int
+	// RequestRate is how many subs and pages per second a connection may
+	// ask (a token bucket of RequestBurst); beyond, an error frame with
+	// code rateLimited. 0: no limit.
+	RequestRate float64
 }
 
 // Server serves the internal app.
@@ -82,12 +109,15 @@ func New(db *chatdb.DB, c *cache.Cache, mem *live.Memory, redisDown func() bool,
 		db: db, cache: c, mem: mem, redis: redisDown, status: status,
 		cfg: cfg, metrics: m, log: log,
 	}
-	s.hub = &Hub{Hub: wshub.New(wshub.NewMetrics(reg, "internal")), log: log}
+	s.hub = &Hub{Hub: wshub.New(wshub.NewMetrics(reg, "internal"), wshub.Limits{
+		MaxClients: cfg.MaxClients, Rate: rate.Limit(cfg.RequestRate), Burst: RequestBurst,
+	}), log: log}
 	s.echo = echoapp.New("internal", reg, s.handleError, "4K") // no endpoint takes a body
 	e := s.echo
 
 	e.GET("/chats", s.listChats)
 	e.GET("/chats/:id/messages", s.chatMessages)
+	e.GET("/api/chats/:id/messages", s.chatPage)
 	e.GET("/api/sync-status", s.syncStatus)
 	e.GET("/ws", s.handleWS)
 	e.GET("/api/instance-status", s.instanceStatus)
@@ -178,39 +208,100 @@ func (s *Server) listChats(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-func (s *Server) chatMessages(c echo.Context) error {
-	id := c.Param("id")
-	if !validChatID(id) {
-		return echo.NewHTTPError(http.StatusBadRequest, "chat id must be 1-128 bytes of text")
-	}
-	msgs, _, err := s.load(c.Request().Context(), id)
+// pageJSON is GET /api/chats/:id/messages: a page of a chat's messages,
+// oldest first; whether older ones exist, and the cursor to ask them with.
+type pageJSON struct {
+	Messages []change.Message `json:"messages"`
+	Deleted  bool             `json:"deleted"`
+	HasMore  bool             `json:"hasMore"`
+	Before   string           `json:"before,omitempty"`
+}
+
+// chatPage serves a page of a chat: ?before=<cursor> (none: the newest
+// page), ?limit=<1..MaxPageLimit> (none: Config.PageSize).
+func (s *Server) chatPage(c echo.Context) error {
+	p, err := s.restPage(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, msgs)
+	return c.JSON(http.StatusOK, pageJSON{Messages: p.msgs, Deleted: p.deleted, HasMore: p.hasMore, Before: p.before()})
 }
 
-// load returns chat chatID's messages — Postgres's rows and the cached
-// versions, the newer of the two for each message — sorted by creation, and
-// whether the chat is deleted. The cache is Redis, or this instance's memory
-// while Redis is down.
-func (s *Server) load(ctx context.Context, chatID string) ([]change.Message, bool, error) {
+// chatMessages is chatPage's messages alone (the API before pages; its
+// callers read small chats).
+func (s *Server) chatMessages(c echo.Context) error {
+	p, err := s.restPage(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p.msgs)
+}
+
+func (s *Server) restPage(c echo.Context) (page, error) {
+	id := c.Param("id")
+	if !validChatID(id) {
+		return page{}, echo.NewHTTPError(http.StatusBadRequest, "chat id must be 1-128 bytes of text")
+	}
+	limit := s.cfg.PageSize
+	if q := c.QueryParam("limit"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 || n > MaxPageLimit {
+			return page{}, echo.NewHTTPError(http.StatusBadRequest, "limit must be 1-"+strconv.Itoa(MaxPageLimit))
+		}
+		limit = n
+	}
+	before, err := parseCursor(c.QueryParam("before"))
+	if err != nil {
+		return page{}, echo.NewHTTPError(http.StatusBadRequest, "before must be a cursor from a page")
+	}
+	return s.loadPage(c.Request().Context(), id, before, limit)
+}
+
+// page is a page of a chat's messages in display order (oldest first),
+// whether the chat is deleted, and whether older messages exist.
+type page struct {
+	msgs    []change.Message
+	deleted bool
+	hasMore bool
+}
+
+// before is the cursor of the next older page ("" when there is none).
+func (p page) before() string {
+	if !p.hasMore || len(p.msgs) == 0 {
+		return ""
+	}
+	return formatCursor(chatdb.CursorOf(p.msgs[0]))
+}
+
+// loadPage returns the newest limit messages of chat chatID that come
+// before before in display order (zero: the newest of all), and whether the
+// chat is deleted: Postgres's page and the cached versions, the newer of
+// the two for each message. The cache is Redis, or this instance's memory
+// while Redis is down. Pages of one chat never overlap and leave no gap: a
+// message's place (creation time, ID) never changes, and the newest limit
+// of the union are among Postgres's newest limit and the cache's.
+// A page holds at most MaxPageBytes of messages (at least one).
+func (s *Server) loadPage(ctx context.Context, chatID string, before chatdb.Cursor, limit int) (page, error) {
 	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
-	stored, deleted, err := s.db.Messages(ctx, chatID)
+	// One more than the page, to tell whether older messages exist.
+	stored, deleted, err := s.db.MessagesPage(ctx, chatID, before, limit+1)
 	known := err == nil
 	if err != nil && !errors.Is(err, chatdb.ErrNotFound) {
-		return nil, false, err
+		return page{}, err
 	}
 	cached, chatEv, cachedChat := s.cached(ctx, chatID)
 	if cachedChat && chatEv.Type == change.ChatDelete {
 		deleted = true
 	}
 	if !known && len(cached) == 0 && !cachedChat {
-		return nil, false, errUnknownChat
+		return page{}, errUnknownChat
 	}
 	byID := make(map[string]change.Message, len(stored)+len(cached))
 	for _, m := range slices.Concat(stored, cached) {
+		if !before.Before(m) {
+			continue // on a newer page
+		}
 		if old, ok := byID[m.ID]; !ok || m.Version > old.Version {
 			byID[m.ID] = m
 		}
@@ -220,10 +311,48 @@ func (s *Server) load(ctx context.Context, chatID string) ([]change.Message, boo
 		m.IsDeleted = m.IsDeleted || deleted
 		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b change.Message) int {
-		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
-	})
-	return out, deleted, nil
+	slices.SortFunc(out, chatdb.Compare)
+	p := page{deleted: deleted, hasMore: len(out) > limit}
+	out = out[max(len(out)-limit, 0):]
+	// The newest first, within MaxPageBytes.
+	size, first := 0, len(out)
+	for first > 0 {
+		size += len(encode(out[first-1]))
+		if size > MaxPageBytes && first < len(out) {
+			p.hasMore = true
+			break
+		}
+		first--
+	}
+	p.msgs = out[first:]
+	return p, nil
+}
+
+// cursorJSON is a cursor's encoding before base64: opaque to clients, who
+// only hand back what a page gave them.
+type cursorJSON struct {
+	CreatedAt time.Time `json:"t"`
+	ID        string    `json:"id"`
+}
+
+func formatCursor(c chatdb.Cursor) string {
+	return base64.RawURLEncoding.EncodeToString(encode(cursorJSON{c.CreatedAt, c.ID}))
+}
+
+// parseCursor decodes a cursor; "" is the zero cursor (the newest page).
+func parseCursor(s string) (chatdb.Cursor, error) {
+	if s == "" {
+		return chatdb.Cursor{}, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	var c cursorJSON
+	if err == nil {
+		err = json.Unmarshal(b, &c)
+	}
+	if err != nil || c.CreatedAt.IsZero() || !validChatID(c.ID) {
+		return chatdb.Cursor{}, errBadCursor
+	}
+	return chatdb.Cursor{CreatedAt: c.CreatedAt, ID: c.ID}, nil
 }
 
 // cached returns the chat's messages and event from Redis, or from memory

@@ -1,23 +1,47 @@
 // The internal chat UI. Rules it keeps whatever the network does:
 // - a message is shown at the highest version seen, never an older one
-//   (loads and updates are both applied by version);
+//   (loads, pages and updates are all applied by version), also after
+//   switching to another chat and back: the messages of the last
+//   KEPT_CHATS chats shown are kept, and are each message's floor;
 // - updates that arrive before a chat's load are buffered and applied
 //   after it;
+// - a chat shows its newest page (the load) and asks for older pages
+//   ("more") when scrolled to the top, keeping the scroll position;
+// - a load or page that fails (an error frame: the database failing over,
+//   the connection's rate exceeded) is retried with capped backoff and
+//   shown as "retrying…", never as loaded and empty;
 // - the WebSocket reconnects with backoff, re-subscribes and reloads, so
 //   nothing missed while disconnected stays missing.
 "use strict";
+
+// KEPT_CHATS bounds the chats whose messages (the version floors) are kept
+// after switching away from them.
+const KEPT_CHATS = 20;
+// RETRY_MIN_MS and RETRY_MAX_MS bound the backoff of a failed load or page.
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 10000;
+// MORE_AT_PX: within this distance of the top, the older page is asked.
+const MORE_AT_PX = 40;
 
 const app = {
   ws: null,
   backoffMs: 500,
   chats: new Map(),     // id -> version of the chat's last event
   current: null,        // the chat shown
-  msgs: new Map(),      // id -> message, the current chat's
+  msgs: new Map(),      // id -> message, the current chat's (also the floor)
+  kept: new Map(),      // chat id -> its msgs map, the last KEPT_CHATS shown
   loaded: false,        // the current chat's load has arrived since (re)subscribing
   pending: [],          // updates that came before the load
   chatDeleted: false,
+  hasMore: false,       // older messages than the shown ones exist
+  before: "",           // the cursor of the next older page
+  oldest: null,         // the oldest message of the pages received: older ones (updates) are not shown yet
+  moreInFlight: false,  // a "more" is asked and not answered
+  retryMs: RETRY_MIN_MS,
+  retryTimer: null,
+  scrollToBottom: false,
   stalled: "",          // why this instance's live path is stalled, as it reports ("" when it is not)
-  stats: { applied: 0, stale: 0, buffered: 0, frames: 0 },
+  stats: { applied: 0, stale: 0, buffered: 0, frames: 0, retries: 0, pages: 0 },
 };
 window.chatApp = app; // for tests and curious people
 app.handle = (frame) => handle(frame); // as if the frame came from the server
@@ -52,19 +76,75 @@ function send(frame) {
 }
 
 // subscribe shows chat id: its load replaces nothing newer than what is shown
-// (a reconnect's reload keeps the versions already seen).
+// or was shown before (a reconnect's reload, a switch back to the chat, keep
+// the versions already seen).
 function subscribe(id, again) {
   if (app.current && app.current !== id) {
     send({ type: "unsub", id: app.current });
-    app.msgs = new Map();
     app.chatDeleted = false;
+  }
+  if (app.current !== id) {
+    app.msgs = app.kept.get(id) || new Map();
+    app.kept.delete(id);
+    app.kept.set(id, app.msgs); // the most recent last
+    while (app.kept.size > KEPT_CHATS) app.kept.delete(app.kept.keys().next().value);
   }
   app.current = id;
   app.loaded = false;
   app.pending = [];
-  $("loading").hidden = false;
+  app.hasMore = false;
+  app.before = "";
+  app.oldest = null;
+  app.moreInFlight = false;
+  clearTimeout(app.retryTimer);
+  app.retryMs = RETRY_MIN_MS;
+  showLoading("Loading…");
   send({ type: "sub", id });
   if (!again) render();
+}
+
+// askMore asks for the page before the oldest shown, once at a time.
+function askMore() {
+  if (!app.loaded || !app.hasMore || app.moreInFlight || !app.before) return;
+  app.moreInFlight = true;
+  $("more-status").hidden = false;
+  $("more-status").textContent = "Loading older messages…";
+  send({ type: "more", chatId: app.current, before: app.before });
+}
+
+// retry runs again, after the current backoff (doubling, capped), a request
+// of chat id that failed: shown as retrying meanwhile.
+function retry(id, why, again) {
+  app.stats.retries++;
+  const ms = app.retryMs;
+  app.retryMs = Math.min(app.retryMs * 2, RETRY_MAX_MS);
+  clearTimeout(app.retryTimer);
+  app.retryTimer = setTimeout(() => { if (app.current === id) again(); }, ms);
+  return "retrying in " + Math.round(ms / 100) / 10 + " s (" + why + ")…";
+}
+
+function showLoading(text) {
+  const el = $("loading");
+  el.hidden = !text;
+  el.textContent = text || "";
+  el.dataset.state = !text ? "done" : text.startsWith("retrying") ? "retrying" : "loading";
+}
+
+// before reports whether message a comes before b in display order.
+function before(a, b) {
+  return a.createdAt < b.createdAt || (a.createdAt === b.createdAt && a.id < b.id);
+}
+
+// takePage applies a load's or page's messages and keeps its bounds.
+function takePage(f) {
+  for (const m of f.messages || []) {
+    apply(m);
+    if (!app.oldest || before(m, app.oldest)) app.oldest = m;
+  }
+  app.hasMore = !!f.hasMore;
+  app.before = f.before || "";
+  app.chatDeleted = app.chatDeleted || !!f.deleted;
+  app.retryMs = RETRY_MIN_MS;
 }
 
 // apply keeps m if it is newer than the message shown.
@@ -80,12 +160,19 @@ function handle(f) {
   switch (f.type) {
     case "load":
       if (f.chatId !== app.current) return;
-      for (const m of f.messages || []) apply(m);
-      app.chatDeleted = app.chatDeleted || !!f.deleted;
+      takePage(f);
       app.loaded = true;
       for (const m of app.pending) apply(m);
       app.pending = [];
-      $("loading").hidden = true;
+      showLoading("");
+      app.scrollToBottom = true;
+      break;
+    case "page":
+      if (f.chatId !== app.current || !app.moreInFlight) return;
+      app.moreInFlight = false;
+      app.stats.pages++;
+      takePage(f);
+      $("more-status").hidden = true;
       break;
     case "update":
       if (f.chatId !== app.current) return;
@@ -109,14 +196,24 @@ function handle(f) {
       renderChats();
       break;
     case "error":
-      if (f.chatId && f.chatId === app.current && !app.loaded) {
-        // Nothing stored yet (or the load failed): show what arrives live.
+      console.warn("server:", f.error, f.chatId || "", f.code || "");
+      if (!f.chatId || f.chatId !== app.current) break;
+      if (f.request === "more" && app.moreInFlight) {
+        // Still hasMore: asked again after the backoff.
+        const id = app.current;
+        $("more-status").textContent = retry(id, f.error, () => { app.moreInFlight = false; askMore(); });
+      } else if (!app.loaded && f.code === "unknownChat") {
+        // Nothing stored yet: show what arrives live.
         app.loaded = true;
         for (const m of app.pending) apply(m);
         app.pending = [];
-        $("loading").hidden = true;
+        showLoading("");
+      } else if (!app.loaded) {
+        // The load failed (the database failing over, too many requests):
+        // not loaded and empty — asked again after the backoff.
+        const id = app.current;
+        showLoading(retry(id, f.error, () => { showLoading("Loading…"); send({ type: "sub", id }); }));
       }
-      console.warn("server:", f.error, f.chatId || "");
       break;
     default:
       return;
@@ -149,16 +246,30 @@ function renderChats() {
   $("no-chats").hidden = app.chats.size > 0;
 }
 
+// render shows the current chat's messages from the oldest page received
+// on (an update of an older message waits for its page), keeping the
+// message at the top of the view where it was — or the view at the bottom
+// if it was there, or after a load.
 function render() {
   renderChats();
   $("chat-title").textContent = app.current ? "Chat " + app.current : "Pick a chat";
   $("chat-deleted").hidden = !app.chatDeleted;
   const ul = $("messages");
+  const atBottom = ul.scrollHeight - ul.scrollTop - ul.clientHeight < 5;
+  let anchor = null, anchorOffset = 0;
+  for (const li of ul.children) {
+    if (li.offsetTop + li.offsetHeight > ul.scrollTop) {
+      anchor = li.dataset.messageId;
+      anchorOffset = li.offsetTop - ul.scrollTop;
+      break;
+    }
+  }
   ul.dataset.chatId = app.current || "";
   ul.dataset.loaded = String(app.loaded);
+  ul.dataset.hasMore = String(app.loaded && app.hasMore);
   ul.replaceChildren();
-  const msgs = [...app.msgs.values()].sort((a, b) =>
-    a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  const shown = !app.loaded ? [] : [...app.msgs.values()].filter((m) => !app.hasMore || !app.oldest || !before(m, app.oldest));
+  const msgs = shown.sort((a, b) => before(a, b) ? -1 : before(b, a) ? 1 : 0);
   for (const m of msgs) {
     const li = document.createElement("li");
     const deleted = m.isDeleted || app.chatDeleted;
@@ -179,6 +290,12 @@ function render() {
     li.append(content, meta);
     ul.append(li);
   }
+  const kept = anchor && !app.scrollToBottom && !atBottom && ul.querySelector(`[data-message-id="${CSS.escape(anchor)}"]`);
+  if (kept) ul.scrollTop = kept.offsetTop - anchorOffset;
+  else ul.scrollTop = ul.scrollHeight;
+  app.scrollToBottom = false;
+  // A page too short to scroll: ask for the older one at once.
+  if (ul.scrollTop < MORE_AT_PX) askMore();
 }
 
 // showLive shows the open connection as live, or as stalled while the
@@ -225,6 +342,9 @@ async function pollInstanceStatus() {
   setTimeout(pollInstanceStatus, 2000);
 }
 
+$("messages").addEventListener("scroll", () => {
+  if ($("messages").scrollTop < MORE_AT_PX) askMore();
+});
 connect();
 pollSyncStatus();
 pollInstanceStatus();

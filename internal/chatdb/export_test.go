@@ -1,0 +1,4 @@
+package chatdb
+
+// PageSQL is MessagesPage's statement, for the test that checks its plan.
+const PageSQL = pageSQL
