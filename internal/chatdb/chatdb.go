@@ -380,7 +380,6 @@ func CheckMessage(m change.Message) error { return m.Validate() }
 // IDs Postgres can store). Its errors wrap change.ErrInvalid.
 func CheckChat(c change.Chat) error { return c.Validate() }
 
-
 // checkBatch checks everything Apply would write before it starts writing.
 func checkBatch(group string, b Batch) error {
 	for i, m := range b.Messages {
