@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -210,9 +209,9 @@ func TestRedisEvictingDuringAStormNeverShowsOlderVersions(t *testing.T) {
 		t.Fatalf("not sent every final version within a minute: %v", behind)
 	}
 	for _, ch := range chatIDs {
-		var got []change.Message
-		if code := e.get("/chats/"+ch+"/messages", &got); code != http.StatusOK || len(got) != perChat {
-			t.Fatalf("load of %s: status %d, %d messages; want %d", ch, code, len(got), perChat)
+		got, err := e.restAll(ch, 200)
+		if err != nil || len(got) != perChat {
+			t.Fatalf("load of %s: %d messages, %v; want %d", ch, len(got), err, perChat)
 		}
 		for _, m := range got {
 			if m.Version != final[m.ID].Version || m.Content != final[m.ID].Content {

@@ -2,7 +2,7 @@ package stacktest
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,14 +61,19 @@ func StartRedis(t testing.TB, maxmemory string) string {
 // RedisEvictedKeys returns rdb's evicted_keys (INFO stats): how many keys
 // its Redis evicted under maxmemory since it started.
 func RedisEvictedKeys(ctx context.Context, rdb *redis.Client) (int64, error) {
-	info, err := rdb.Info(ctx, "stats").Result()
+	return redisInfoField(ctx, rdb, "stats", "evicted_keys")
+}
+
+// redisInfoField returns an integer field of a section of rdb's INFO.
+func redisInfoField(ctx context.Context, rdb *redis.Client, section, field string) (int64, error) {
+	info, err := rdb.Info(ctx, section).Result()
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "evicted_keys:"); ok {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
 			return strconv.ParseInt(v, 10, 64)
 		}
 	}
-	return 0, errors.New("INFO stats has no evicted_keys")
+	return 0, fmt.Errorf("INFO %s has no %s", section, field)
 }
