@@ -52,6 +52,13 @@ type Stream struct {
 	// Name identifies the stream in findings (ReadStream: its path).
 	Name   string
 	Frames []Received
+	// AllChatsFrom, when set, says the client subscribed to every chat
+	// created from then on (a chaostest.Recorder: it lists the chats at
+	// AllChatsFrom and subscribes to every other it learns of); every such
+	// chat's changes are owed to the stream. Zero: the client subscribed to
+	// some chats (a UI tab) and is owed only the chats it loaded. See
+	// Completeness in the package doc.
+	AllChatsFrom time.Time
 }
 
 // EncodeReceived returns the line of a recorded stream for frame, the raw
