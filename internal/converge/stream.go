@@ -24,12 +24,14 @@ type Frame struct {
 	Error    string           `json:"error,omitempty"`
 }
 
-// The frame types the checker reads; it passes over the others.
+// The frame types the checker reads (it passes over the others), and
+// error, which a recorder reads: the answer to a sub whose load failed.
 const (
 	FrameLoad    = "load"
 	FrameUpdate  = "update"
 	FrameNewChat = "newChat"
 	FrameDelete  = "delete"
+	FrameError   = "error"
 )
 
 // Received is one line of a recorded stream (JSON lines, one per frame, in
