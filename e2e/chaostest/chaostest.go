@@ -79,7 +79,8 @@ const stormRate = 100
 // Run runs the scenario: recorders on both regions' internal apps, the
 // storm, disrupt (which must end by itself), a few more seconds of storm,
 // then the convergence check. It prints the scenario's figures and fails
-// the test on anything lost, stale, duplicated or regressed.
+// the test on anything lost, stale, duplicated, regressed or lost in a
+// stream.
 func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 	t := c.t
 	recA := StartRecorder(t, "internal-a1", stacktest.Env(t, c.Stack, devstack.EnvInternalURL))
