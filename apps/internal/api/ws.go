@@ -46,9 +46,10 @@ func (h *Hub) MessageChanged(m change.Message) {
 	h.PublishVersion(encode(event{Type: msgUpdate, ChatID: m.ChatID, Messages: []change.Message{m}}), m.ChatID, m.ID, m.Version)
 }
 
-// ChatCreated tells every client about a new chat.
+// ChatCreated tells every client about a new chat, except those a load
+// showed it deleted.
 func (h *Hub) ChatCreated(id string) {
-	h.Publish(encode(event{Type: msgNewChat, ChatID: id}), id, true)
+	h.PublishNew(encode(event{Type: msgNewChat, ChatID: id}), id)
 }
 
 // ChatDeleted tells every client that a chat was deleted.
@@ -107,6 +108,9 @@ func (s *Server) subscribe(ctx context.Context, client *wshub.Client, chatID str
 	}
 	if msgs == nil {
 		msgs = []change.Message{}
+	}
+	if deleted {
+		s.hub.Ended(client, chatID) // the load may be ahead of this instance's consumer
 	}
 	versions := make(map[string]int64, len(msgs))
 	for _, m := range msgs {
