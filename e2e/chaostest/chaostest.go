@@ -9,10 +9,13 @@ package chaostest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -138,8 +141,40 @@ func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 		var b bytes.Buffer
 		_ = converge.WriteSummary(&b, final, 20)
 		t.Errorf("chaos %s did not converge cleanly (the storm stopped %s after the disruption began):\n%s", c.name, stopped.Sub(began).Round(time.Millisecond), b.String())
+		c.saveEvidence(log.Records())
 	}
 	return final
+}
+
+// saveEvidence writes the log of acknowledged writes and every recorded
+// stream next to the services' logs, where a finding's frames can be read
+// (and checked again with deploy/cmd/converge).
+func (c *Scenario) saveEvidence(acked []loadgen.Record) {
+	t := c.t
+	dir := filepath.Join(c.Stack.Dir(), "logs")
+	path := filepath.Join(dir, "chaos-"+c.name+"-log.jsonl")
+	if err := loadgen.WriteLog(path, acked); err != nil {
+		t.Logf("save the log of acknowledged writes: %v", err)
+		return
+	}
+	t.Logf("the log of acknowledged writes: %s", path)
+	for _, r := range c.recorders {
+		var b []byte
+		for _, f := range r.Stream().Frames {
+			line, err := json.Marshal(f)
+			if err != nil {
+				t.Logf("save stream %s: %v", r.Name(), err)
+				return
+			}
+			b = append(append(b, line...), '\n')
+		}
+		path := filepath.Join(dir, "chaos-"+c.name+"-"+r.Name()+".jsonl")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Logf("save stream %s: %v", r.Name(), err)
+			continue
+		}
+		t.Logf("stream %s: %s", r.Name(), path)
+	}
 }
 
 // AwaitStreams compares the recorders' streams with the log acked and the
