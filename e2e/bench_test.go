@@ -66,8 +66,7 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 				return
 			}
 			stack := stacktest.Connect(b)
-			rec := chaostest.StartRecorder("internal-a1", stacktest.Env(b, stack, devstack.EnvInternalURL))
-			b.Cleanup(func() { rec.Stop() })
+			rec := chaostest.StartRecorder(b, "internal-a1", stacktest.Env(b, stack, devstack.EnvInternalURL))
 			log := &loadgen.MemoryRecorder{}
 			stats, err := loadgen.Run(context.Background(), loadgen.Config{
 				BaseURL: stacktest.Env(b, stack, devstack.EnvExternalURL), Rate: rate, MaxOps: b.N,
@@ -82,14 +81,14 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 			if _, _, err := converge.Await(ctx, pool, log.Records(), nil, 250*time.Millisecond); err != nil {
 				b.Fatal(err)
 			}
-			stream := rec.Stop()
-			r := converge.Compare(log.Records(), chaostest.LoadDB(b, pool, log.Records()), []converge.Stream{stream})
+			r := chaostest.AwaitStreams(b, log.Records(), chaostest.LoadDB(b, pool, log.Records()), []*chaostest.Recorder{rec}, chaostest.DeliveryBound)
 			l := r.StreamLatency.All
 			b.ReportMetric(0, "ns/op")
 			b.ReportMetric(float64(stats.Acked)/stats.Elapsed.Seconds(), "writes/s")
 			reportLatency(b, "e2e", l)
 			if r.Failed() || l.Count == 0 {
-				b.Errorf("rate %g: %d lost, %d stale, %d regressions, %d frames measured", rate, len(r.Lost), len(r.Stale), len(r.Regressions), l.Count)
+				b.Errorf("rate %g: %d lost, %d stale, %d regressions, %d lost in stream, %d frames measured", rate,
+					len(r.Lost), len(r.Stale), len(r.Regressions), len(r.LostInStream), l.Count)
 			}
 		})
 	}

@@ -178,8 +178,7 @@ func TestFencedInstanceExitsAndIsRestarted(t *testing.T) {
 	}
 
 	stacktest.WaitHTTP(t, intURL+"/readyz", http.StatusOK, "", 3*time.Minute)
-	rec := chaostest.StartRecorder("internal-a1", intURL)
-	defer rec.Stop()
+	rec := chaostest.StartRecorder(t, "internal-a1", intURL)
 	chat := stacktest.CreateChat(t, stacktest.Env(t, stack, devstack.EnvExternalURL))
 	stacktest.WaitFor(t, chaostest.DeliveryBound, "a new chat to reach a client of the restarted internal-a1", func() error {
 		if !rec.SawChat(chat) {

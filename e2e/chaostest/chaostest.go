@@ -9,10 +9,13 @@ package chaostest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,13 +82,13 @@ const stormRate = 100
 // Run runs the scenario: recorders on both regions' internal apps, the
 // storm, disrupt (which must end by itself), a few more seconds of storm,
 // then the convergence check. It prints the scenario's figures and fails
-// the test on anything lost, stale, duplicated or regressed.
+// the test on anything lost, stale, duplicated, regressed or lost in a
+// stream.
 func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 	t := c.t
-	recA := StartRecorder("internal-a1", stacktest.Env(t, c.Stack, devstack.EnvInternalURL))
-	recB := StartRecorder("internal-b1", stacktest.Env(t, c.Stack, devstack.EnvInternalBURL))
+	recA := StartRecorder(t, "internal-a1", stacktest.Env(t, c.Stack, devstack.EnvInternalURL))
+	recB := StartRecorder(t, "internal-b1", stacktest.Env(t, c.Stack, devstack.EnvInternalBURL))
 	c.recorders = []*Recorder{recA, recB}
-	t.Cleanup(func() { recA.Stop(); recB.Stop() }) // on an early failure; Stop twice is harmless
 	log := &loadgen.MemoryRecorder{}
 	ctx, stopStorm := context.WithCancel(context.Background())
 	defer stopStorm()
@@ -125,23 +128,93 @@ func (c *Scenario) Run(disrupt func(ctx context.Context)) converge.Report {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The streams are checked for order (regressions, duplicates), which
-	// frames still on their way cannot change.
-	final := converge.Compare(log.Records(), LoadDB(t, c.pool, log.Records()), []converge.Stream{recA.Stop(), recB.Stop()})
+	final := AwaitStreams(t, log.Records(), LoadDB(t, c.pool, log.Records()), c.recorders, DeliveryBound)
 	final.DBLatency = rep.DBLatency
 
 	t.Logf("chaos %s: %d writes acknowledged (%d attempted, %d failed, %d throttled) in %s; disruption %s",
 		c.name, stats.Acked, stats.Attempted, stats.Failed, stats.Throttled, stats.Elapsed.Round(time.Millisecond), disrupted.Round(time.Millisecond))
-	t.Logf("chaos %s: checked %d chats, %d messages: %d lost, %d stale, %d duplicate rows, %d stream regressions, %d stream duplicates (%d frames on 2 clients); converged %s after the storm stopped",
+	t.Logf("chaos %s: checked %d chats, %d messages: %d lost, %d stale, %d duplicate rows, %d stream regressions, %d stream duplicates, %d lost in stream (%d frames on 2 clients); converged %s after the storm stopped",
 		c.name, final.Chats, final.Messages, len(final.Lost), len(final.Stale), len(final.Duplicates),
-		len(final.Regressions), len(final.StreamDuplicates), final.Frames, waited.Round(time.Millisecond))
+		len(final.Regressions), len(final.StreamDuplicates), len(final.LostInStream), final.Frames, waited.Round(time.Millisecond))
 	t.Logf("chaos %s: ack → row written: %s (the max is the worst gap a change saw)", c.name, rep.DBLatency.All)
 	if !rep.Converged() || final.Failed() {
 		var b bytes.Buffer
 		_ = converge.WriteSummary(&b, final, 20)
 		t.Errorf("chaos %s did not converge cleanly (the storm stopped %s after the disruption began):\n%s", c.name, stopped.Sub(began).Round(time.Millisecond), b.String())
+		c.saveEvidence(log.Records())
 	}
 	return final
+}
+
+// saveEvidence writes the log of acknowledged writes and every recorded
+// stream next to the services' logs, where a finding's frames can be read
+// (and checked again with deploy/cmd/converge).
+func (c *Scenario) saveEvidence(acked []loadgen.Record) {
+	t := c.t
+	dir := filepath.Join(c.Stack.Dir(), "logs")
+	path := filepath.Join(dir, "chaos-"+c.name+"-log.jsonl")
+	if err := loadgen.WriteLog(path, acked); err != nil {
+		t.Logf("save the log of acknowledged writes: %v", err)
+		return
+	}
+	t.Logf("the log of acknowledged writes: %s", path)
+	for _, r := range c.recorders {
+		var b []byte
+		for _, f := range r.Stream().Frames {
+			line, err := json.Marshal(f)
+			if err != nil {
+				t.Logf("save stream %s: %v", r.Name(), err)
+				return
+			}
+			b = append(append(b, line...), '\n')
+		}
+		path := filepath.Join(dir, "chaos-"+c.name+"-"+r.Name()+".jsonl")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Logf("save stream %s: %v", r.Name(), err)
+			continue
+		}
+		t.Logf("stream %s: %s", r.Name(), path)
+	}
+}
+
+// AwaitStreams compares the recorders' streams with the log acked and the
+// database's rows db every 250 ms until no stream lacks a final state it
+// owes (converge.Report.LostInStream) or bound passes, then stops the
+// recorders and returns the comparison of their whole streams. Frames still
+// on their way when the storm stopped (a recorder reconnecting, reloading)
+// can only complete a stream; regressions and duplicates cannot be mended
+// by waiting.
+func AwaitStreams(t testing.TB, acked []loadgen.Record, db converge.DBState, recs []*Recorder, bound time.Duration) converge.Report {
+	t.Helper()
+	final, took := WaitStreams(acked, db, recs, bound)
+	if len(final.LostInStream) > 0 {
+		for _, r := range recs {
+			t.Logf("recorder %s: connection errors %v", r.Name(), r.Errors())
+		}
+	}
+	t.Logf("streams complete %s after the database converged", took.Round(time.Millisecond))
+	return final
+}
+
+// WaitStreams is AwaitStreams for a program that is not a test: it also
+// returns how long it waited.
+func WaitStreams(acked []loadgen.Record, db converge.DBState, recs []*Recorder, bound time.Duration) (converge.Report, time.Duration) {
+	snapshot := func(take func(*Recorder) converge.Stream) []converge.Stream {
+		streams := make([]converge.Stream, 0, len(recs))
+		for _, r := range recs {
+			streams = append(streams, take(r))
+		}
+		return streams
+	}
+	began := time.Now()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for end := began.Add(bound); time.Now().Before(end); <-tick.C {
+		if r := converge.Compare(acked, db, snapshot((*Recorder).Stream)); len(r.LostInStream) == 0 {
+			break
+		}
+	}
+	return converge.Compare(acked, db, snapshot((*Recorder).Stop)), time.Since(began)
 }
 
 // DeliveryBound is how long a chat created on external may take to reach

@@ -13,8 +13,38 @@
 //     one the stream already carried, or a chat created again after its
 //     delete;
 //   - stream duplicates: one change pushed twice on one connection;
+//   - lost in stream: a stream that never carried an acknowledged write's
+//     final state it owes (completeness, below);
 //   - latency: acknowledgement → database row written, and acknowledgement →
 //     stream frame received.
+//
+// # Completeness
+//
+// A stream owes chat C — the final state of each of C's messages and that C
+// exists — if C is not deleted, and either the stream loaded C (a load
+// frame of C answers the client's subscription: a client that subscribes
+// is assumed to stay subscribed to the end of the recording), or the
+// stream subscribes to every chat (Stream.AllChatsFrom is set) and C's
+// acknowledged create was sent at or after AllChatsFrom. A chat is deleted
+// if the log acknowledged its delete or the database has it deleted (a
+// delete whose acknowledgement was lost); its changes are owed to no
+// stream, since a client that was away when it went is never told of it.
+//
+// The final state of a message is its acknowledged create or update of the
+// highest version, or deleted if its delete was acknowledged. A stream
+// carries it if some load, page or update frame, on any connection, carries
+// the message at that version or a newer one
+// (a newer one: a write whose acknowledgement was lost) — or, for a
+// deleted message, carries it deleted. Where the frame sits does not
+// matter: a client that subscribed after the write is shown it by its
+// load, one that was away is shown it by the load that follows its
+// reconnection. A load is a chat's newest page: a stream that loaded a
+// chat owes its older messages too, so a client recorded for the check
+// asks for the older pages ("more") until the server says there are no
+// more, as chaostest.Recorder does. That C exists is carried by any frame
+// naming C (newChat, load, page, update). A stream must be recorded until after the log's last
+// write was delivered: a write acknowledged after it stopped is owed all
+// the same.
 //
 // Compare is the comparison, a pure function of data in memory. LoadDB,
 // ReadStream and loadgen.ReadLog read its inputs; Check and Await wire them
@@ -102,6 +132,9 @@ type Report struct {
 	Duplicates       []Finding `json:"duplicates"`
 	Regressions      []Finding `json:"regressions"`
 	StreamDuplicates []Finding `json:"streamDuplicates"`
+	// LostInStream lists, per stream, the final states it owes and never
+	// carried (see Completeness in the package doc).
+	LostInStream []Finding `json:"lostInStream"`
 	// Ahead lists rows newer than the log's final acknowledged state: a
 	// write external committed whose acknowledgement was lost (a timeout, a
 	// dropped connection) explains each. They are not failures: the log
@@ -116,14 +149,17 @@ type Report struct {
 	StreamLatency Latencies `json:"streamLatency"`
 }
 
-// Failed reports whether anything was lost, stale, duplicated or regressed.
+// Failed reports whether anything was lost, stale, duplicated, regressed
+// or lost in a stream.
 func (r Report) Failed() bool {
-	return len(r.Lost)+len(r.Stale)+len(r.Duplicates)+len(r.Regressions)+len(r.StreamDuplicates) > 0
+	return len(r.Lost)+len(r.Stale)+len(r.Duplicates)+len(r.Regressions)+len(r.StreamDuplicates)+len(r.LostInStream) > 0
 }
 
 // Converged reports whether the database holds the log's final state:
 // nothing lost or stale. Waiting longer cannot mend a duplicate or a
-// regression, so Await waits only for this.
+// regression, so Await waits only for this. It says nothing of the
+// streams: a recording whose frames are still arriving is checked again by
+// its caller (see chaostest).
 func (r Report) Converged() bool { return len(r.Lost)+len(r.Stale) == 0 }
 
 // Compare compares the log of acknowledged writes with the database's rows
@@ -151,20 +187,25 @@ func Compare(acked []loadgen.Record, db DBState, streams []Stream) Report {
 		Streams:  len(streams),
 	}
 	compareDB(&r, w, db)
+	dbDeleted := map[string]bool{}
+	for _, c := range db.Chats {
+		dbDeleted[c.ID] = dbDeleted[c.ID] || c.IsDeleted
+	}
 	var samples []sample
 	for _, s := range streams {
 		r.Frames += len(s.Frames)
 		checkStream(&r, s)
+		checkComplete(&r, w, dbDeleted, s)
 		samples = append(samples, streamLatency(acked, s)...)
 	}
 	r.StreamLatency = summarize(samples)
-	for _, fs := range []*[]Finding{&r.Lost, &r.Stale, &r.Duplicates, &r.Ahead} {
+	for _, fs := range []*[]Finding{&r.Lost, &r.Stale, &r.Duplicates, &r.Ahead, &r.LostInStream} {
 		slices.SortFunc(*fs, func(a, b Finding) int {
-			return cmp.Or(strings.Compare(string(a.Entity), string(b.Entity)), strings.Compare(a.ID, b.ID),
-				strings.Compare(a.Detail, b.Detail))
+			return cmp.Or(strings.Compare(a.Stream, b.Stream), strings.Compare(string(a.Entity), string(b.Entity)),
+				strings.Compare(a.ID, b.ID), strings.Compare(a.Detail, b.Detail))
 		})
 	}
-	for _, fs := range []*[]Finding{&r.Lost, &r.Stale, &r.Duplicates, &r.Regressions, &r.StreamDuplicates, &r.Ahead} {
+	for _, fs := range []*[]Finding{&r.Lost, &r.Stale, &r.Duplicates, &r.Regressions, &r.StreamDuplicates, &r.LostInStream, &r.Ahead} {
 		if *fs == nil {
 			*fs = []Finding{} // [] in JSON, not null
 		}

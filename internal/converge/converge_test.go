@@ -122,11 +122,24 @@ func (f *fixture) receive(conn int, fr converge.Frame) {
 	s.Frames = append(s.Frames, converge.Received{At: s.Frames[len(s.Frames)-1].At.Add(time.Millisecond), Conn: conn, Frame: fr})
 }
 
+// drop removes from the fixture's stream the frame of type typ that carries
+// version v of message id.
+func (f *fixture) drop(typ, id string, v int64) {
+	s := &f.streams[0]
+	i := slices.IndexFunc(s.Frames, func(r converge.Received) bool {
+		return r.Frame.Type == typ && len(r.Frame.Messages) == 1 && r.Frame.Messages[0].ID == id && r.Frame.Messages[0].Version == v
+	})
+	if i < 0 {
+		panic(fmt.Sprintf("no %s frame of %s v%d", typ, id, v))
+	}
+	s.Frames = slices.Delete(s.Frames, i, i+1)
+}
+
 // want is what a case expects of the report: the IDs of each kind of
 // finding, sorted.
 type want struct {
-	lost, stale, duplicates, regressions, streamDuplicates, ahead []string
-	unlogged                                                      int
+	lost, stale, duplicates, regressions, streamDuplicates, ahead, lostInStream []string
+	unlogged                                                                    int
 }
 
 func ids(fs []converge.Finding) []string {
@@ -215,6 +228,47 @@ func TestCompare(t *testing.T) {
 			f.receive(1, update(m1(12, "newer")))
 			f.message("m1").Message = m1(12, "newer")
 		}, want{ahead: []string{"m1"}}},
+
+		// Completeness: every stream carries the final state it owes.
+		{"edit never pushed", func(f *fixture) { f.drop(converge.FrameUpdate, "m1", 4) }, want{lostInStream: []string{"m1"}}},
+		{"message delete never pushed", func(f *fixture) { f.drop(converge.FrameUpdate, "m2", 5) }, want{lostInStream: []string{"m2"}}},
+		{"creation never pushed, the edit was", func(f *fixture) { f.drop(converge.FrameUpdate, "m1", 2) }, want{}},
+		{"edit missed, carried by the load after a reconnect", func(f *fixture) {
+			f.drop(converge.FrameUpdate, "m1", 4)
+			f.receive(2, load("c1", m1(4, "hello, edited"), f.message("m2").Message))
+		}, want{}},
+		{"edit missed, carried by an older page after a reconnect", func(f *fixture) {
+			f.drop(converge.FrameUpdate, "m1", 4)
+			f.receive(2, load("c1", f.message("m2").Message))
+			f.receive(2, converge.Frame{Type: converge.FramePage, ChatID: "c1", Messages: []change.Message{m1(4, "hello, edited")}})
+		}, want{}},
+		{"edit missed, its page never asked for after a reconnect", func(f *fixture) {
+			f.drop(converge.FrameUpdate, "m1", 4)
+			f.receive(2, converge.Frame{Type: converge.FrameLoad, ChatID: "c1", Messages: []change.Message{f.message("m2").Message}, HasMore: true, Before: "x"})
+		}, want{lostInStream: []string{"m1"}}},
+		{"edit missed, a newer unacknowledged version carried", func(f *fixture) {
+			f.drop(converge.FrameUpdate, "m1", 4)
+			f.receive(1, update(m1(11, "unacknowledged")))
+			f.message("m1").Message = m1(11, "unacknowledged")
+		}, want{ahead: []string{"m1"}}},
+		{"tab that never loaded the chat owes nothing", func(f *fixture) {
+			f.streams[0].Frames = f.streams[0].Frames[:1] // told of c1, never subscribed
+		}, want{}},
+		{"all-chats recorder that received nothing", func(f *fixture) {
+			f.streams[0] = converge.Stream{Name: "rec", AllChatsFrom: t0}
+		}, want{lostInStream: []string{"c1", "m1", "m2"}}}, // c2 and m3: deleted, owed to no one
+		{"all-chats recorder told of the chat, never subscribed", func(f *fixture) {
+			f.streams[0] = converge.Stream{Name: "rec", AllChatsFrom: t0, Frames: f.streams[0].Frames[:1]}
+		}, want{lostInStream: []string{"m1", "m2"}}},
+		{"all-chats recorder owes no chat created before it began", func(f *fixture) {
+			f.streams[0] = converge.Stream{Name: "rec", AllChatsFrom: ack(1)} // c1's create was sent before
+		}, want{}},
+		{"all-chats recorder owes no chat deleted without acknowledgement", func(f *fixture) {
+			f.streams[0] = converge.Stream{Name: "rec", AllChatsFrom: t0}
+			f.chat("c1").IsDeleted, f.chat("c1").Version = true, 12
+			f.message("m1").IsDeleted = true
+			f.message("m1").Version = 11
+		}, want{ahead: []string{"c1", "m1"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,7 +276,8 @@ func TestCompare(t *testing.T) {
 			f := newFixture()
 			tt.mutate(&f)
 			r := converge.Compare(f.log, f.db, f.streams)
-			got := want{ids(r.Lost), ids(r.Stale), ids(r.Duplicates), ids(r.Regressions), ids(r.StreamDuplicates), ids(r.Ahead), r.Unlogged}
+			got := want{ids(r.Lost), ids(r.Stale), ids(r.Duplicates), ids(r.Regressions), ids(r.StreamDuplicates), ids(r.Ahead),
+				ids(r.LostInStream), r.Unlogged}
 			for _, c := range []struct {
 				kind      string
 				got, want []string
@@ -230,6 +285,7 @@ func TestCompare(t *testing.T) {
 				{"lost", got.lost, tt.want.lost}, {"stale", got.stale, tt.want.stale},
 				{"duplicates", got.duplicates, tt.want.duplicates}, {"regressions", got.regressions, tt.want.regressions},
 				{"stream duplicates", got.streamDuplicates, tt.want.streamDuplicates}, {"ahead", got.ahead, tt.want.ahead},
+				{"lost in stream", got.lostInStream, tt.want.lostInStream},
 			} {
 				if !slices.Equal(c.got, c.want) {
 					t.Errorf("%s = %v, want %v", c.kind, c.got, c.want)
@@ -238,7 +294,8 @@ func TestCompare(t *testing.T) {
 			if got.unlogged != tt.want.unlogged {
 				t.Errorf("unlogged = %d, want %d", got.unlogged, tt.want.unlogged)
 			}
-			fails := len(tt.want.lost)+len(tt.want.stale)+len(tt.want.duplicates)+len(tt.want.regressions)+len(tt.want.streamDuplicates) > 0
+			fails := len(tt.want.lost)+len(tt.want.stale)+len(tt.want.duplicates)+len(tt.want.regressions)+
+				len(tt.want.streamDuplicates)+len(tt.want.lostInStream) > 0
 			if r.Failed() != fails {
 				t.Errorf("Failed() = %v, want %v", r.Failed(), fails)
 			}
@@ -369,14 +426,17 @@ func TestWriteSummary(t *testing.T) {
 	t.Parallel()
 	f := newFixture()
 	f.db.Messages = f.db.Messages[1:]
+	f.drop(converge.FrameUpdate, "m1", 4)
 	f.receive(1, update(change.Message{ID: "m2", ChatID: "c1", Version: 1}))
 	var buf bytes.Buffer
 	if err := converge.WriteSummary(&buf, converge.Compare(f.log, f.db, f.streams), 5); err != nil {
 		t.Fatal(err)
 	}
 	out := buf.String()
-	for _, want := range []string{"convergence FAILED: 1 lost, 0 stale", "message m1: no row", "message m2 [tab frame 9]: update frame with v1 after v5 in frame 6 (update)",
-		"latency ack → stream frame received: n=7"} {
+	for _, want := range []string{"convergence FAILED: 1 lost, 0 stale", "1 lost in stream\n", "message m1: no row",
+		"message m2 [tab frame 8]: update frame with v1 after v5 in frame 5 (update)",
+		"message m1 [tab frame 3]: lost in stream: carried v2 at most; v4 was acknowledged 2025-03-04T05:06:07.004Z",
+		"latency ack → stream frame received: n=6"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}

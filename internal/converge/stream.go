@@ -21,15 +21,25 @@ type Frame struct {
 	ChatID   string           `json:"chatId,omitempty"`
 	Messages []change.Message `json:"messages,omitempty"`
 	Deleted  bool             `json:"deleted,omitempty"`
-	Error    string           `json:"error,omitempty"`
+	// HasMore and Before, on a load or page: older messages exist, and the
+	// cursor a "more" hands back for the page before this one.
+	HasMore bool   `json:"hasMore,omitempty"`
+	Before  string `json:"before,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// Code and Request, on an error: why, and what it answers (sub, more).
+	Code    string `json:"code,omitempty"`
+	Request string `json:"request,omitempty"`
 }
 
-// The frame types the checker reads; it passes over the others.
+// The frame types the checker reads (it passes over the others), and
+// error, which a recorder reads: the answer to a sub whose load failed.
 const (
 	FrameLoad    = "load"
+	FramePage    = "page" // the answer to a "more": an older page of a loaded chat
 	FrameUpdate  = "update"
 	FrameNewChat = "newChat"
 	FrameDelete  = "delete"
+	FrameError   = "error"
 )
 
 // Received is one line of a recorded stream (JSON lines, one per frame, in
@@ -52,6 +62,13 @@ type Stream struct {
 	// Name identifies the stream in findings (ReadStream: its path).
 	Name   string
 	Frames []Received
+	// AllChatsFrom, when set, says the client subscribed to every chat
+	// created from then on (a chaostest.Recorder: it lists the chats at
+	// AllChatsFrom and subscribes to every other it learns of); every such
+	// chat's changes are owed to the stream. Zero: the client subscribed to
+	// some chats (a UI tab) and is owed only the chats it loaded. See
+	// Completeness in the package doc.
+	AllChatsFrom time.Time
 }
 
 // EncodeReceived returns the line of a recorded stream for frame, the raw
@@ -142,7 +159,7 @@ func checkStream(r *Report, s Stream) {
 	for i, rf := range s.Frames {
 		pos, f, conn := i+1, rf.Frame, rf.Conn
 		switch f.Type {
-		case FrameLoad, FrameUpdate:
+		case FrameLoad, FramePage, FrameUpdate:
 			for _, m := range f.Messages {
 				st := msgs[m.ID]
 				switch {
@@ -211,7 +228,7 @@ func streamLatency(acked []loadgen.Record, s Stream) []sample {
 	for _, rf := range s.Frames {
 		f := rf.Frame
 		switch f.Type {
-		case FrameLoad, FrameUpdate:
+		case FrameLoad, FramePage, FrameUpdate:
 			for _, m := range f.Messages {
 				msgs[m.ID] = append(msgs[m.ID], sighting{rf.At, m.Version, m.IsDeleted, f.Type == FrameUpdate})
 			}

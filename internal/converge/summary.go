@@ -16,8 +16,8 @@ func WriteSummary(w io.Writer, r Report, show int) error {
 	if r.Failed() {
 		verdict = "FAILED"
 	}
-	fmt.Fprintf(b, "convergence %s: %d lost, %d stale, %d duplicate rows, %d stream regressions, %d stream duplicates\n",
-		verdict, len(r.Lost), len(r.Stale), len(r.Duplicates), len(r.Regressions), len(r.StreamDuplicates))
+	fmt.Fprintf(b, "convergence %s: %d lost, %d stale, %d duplicate rows, %d stream regressions, %d stream duplicates, %d lost in stream\n",
+		verdict, len(r.Lost), len(r.Stale), len(r.Duplicates), len(r.Regressions), len(r.StreamDuplicates), len(r.LostInStream))
 	fmt.Fprintf(b, "log       %d acknowledged writes naming %d chats and %d messages (%d unusable)\n",
 		r.Acked, r.Chats, r.Messages, r.Unusable)
 	fmt.Fprintf(b, "database  %d chat rows, %d message rows; %d rows the log does not name; %d rows newer than the log\n",
@@ -28,7 +28,7 @@ func WriteSummary(w io.Writer, r Report, show int) error {
 		findings []Finding
 	}{
 		{"lost", r.Lost}, {"stale", r.Stale}, {"duplicate rows", r.Duplicates},
-		{"stream regressions", r.Regressions}, {"stream duplicates", r.StreamDuplicates},
+		{"stream regressions", r.Regressions}, {"stream duplicates", r.StreamDuplicates}, {"lost in stream", r.LostInStream},
 		{"newer than the log (not a failure)", r.Ahead},
 	} {
 		if len(list.findings) == 0 {

@@ -50,6 +50,11 @@ const (
 	// MaxSubscriptions bounds the chats one client may subscribe to (a UI
 	// subscribes to the chat it shows); beyond it Subscribe refuses.
 	MaxSubscriptions = 100
+	// MaxEnded bounds the chats a client is remembered to have been shown
+	// deleted (Ended): one per load of a deleted chat, a handful in
+	// practice; beyond it an announcement is no longer held back (at most
+	// a few tens of kB per client).
+	MaxEnded = 4 * MaxSubscriptions
 )
 
 // ErrTooManySubscriptions is Subscribe's answer beyond MaxSubscriptions.
@@ -93,6 +98,10 @@ type Client struct {
 	// SendLoad, so it is never sent an older one after a newer. Guarded by
 	// the hub's mu.
 	seen map[string]map[string]int64
+	// ended holds the chats the client was shown deleted by a load (Ended),
+	// kept across unsubscribe, so that PublishNew never announces one of
+	// them afterwards. Guarded by the hub's mu.
+	ended map[string]bool
 }
 
 // Metrics are a hub's Prometheus metrics.
@@ -159,7 +168,8 @@ func New(m *Metrics, limits Limits) *Hub {
 }
 
 func (h *Hub) register() *Client {
-	c := &Client{send: make(chan []byte, SendBuffer), slow: make(chan struct{}), seen: map[string]map[string]int64{}}
+	c := &Client{send: make(chan []byte, SendBuffer), slow: make(chan struct{}), seen: map[string]map[string]int64{},
+		ended: map[string]bool{}}
 	if h.limits.Rate > 0 {
 		c.limiter = rate.NewLimiter(h.limits.Rate, max(h.limits.Burst, 1))
 	}
@@ -264,6 +274,32 @@ func (h *Hub) Publish(frame []byte, chatID string, everyone bool) {
 				h.enqueue(c, frame)
 			}
 		}
+	}
+}
+
+// PublishNew queues frame, which announces chatID (a new chat), for every
+// client that was not shown the chat deleted (Ended). A consumer behind the
+// database (just restarted, its Kafka cluster back after an outage) may
+// announce a chat that a client's load, read from the database, already
+// showed deleted; a deleted chat never comes back.
+func (h *Hub) PublishNew(frame []byte, chatID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.clients {
+		if !c.ended[chatID] {
+			h.enqueue(c, frame)
+		}
+	}
+}
+
+// Ended records that c is being shown chatID deleted (by its load): later
+// announcements of the chat (PublishNew) are not sent to c. Call it before
+// queueing the load.
+func (h *Hub) Ended(c *Client, chatID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(c.ended) < MaxEnded {
+		c.ended[chatID] = true
 	}
 }
 

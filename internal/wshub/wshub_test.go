@@ -253,3 +253,26 @@ func TestAcceptCapsConnections(t *testing.T) {
 	}
 	c.CloseNow()
 }
+
+// TestNoAnnouncementAfterALoadShowedTheChatDeleted: a client whose load
+// showed a chat deleted (the database ahead of a consumer that restarted)
+// is not told of the chat's creation when the consumer reaches it, even
+// after unsubscribing; other clients are.
+func TestNoAnnouncementAfterALoadShowedTheChatDeleted(t *testing.T) {
+	h := newHub()
+	a, b := h.register(), h.register()
+	if err := h.Subscribe(a, "chat1"); err != nil {
+		t.Fatal(err)
+	}
+	h.Ended(a, "chat1")
+	sendLoad(h, a, "chat1", map[string]int64{"m1": 4})
+	h.Unsubscribe(a, "chat1")
+	h.PublishNew([]byte("newChat chat1"), "chat1")
+	h.PublishNew([]byte("newChat chat2"), "chat2")
+	if got, want := queued(a), []string{"load m1@4", "newChat chat2"}; !slices.Equal(got, want) {
+		t.Errorf("client a was queued %q, want %q", got, want)
+	}
+	if got, want := queued(b), []string{"newChat chat1", "newChat chat2"}; !slices.Equal(got, want) {
+		t.Errorf("client b was queued %q, want %q", got, want)
+	}
+}

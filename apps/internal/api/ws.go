@@ -86,9 +86,10 @@ func (h *Hub) MessageChanged(m change.Message) {
 	h.PublishVersion(encode(event{Type: msgUpdate, ChatID: m.ChatID, Messages: []change.Message{m}}), m.ChatID, m.ID, m.Version)
 }
 
-// ChatCreated tells every client about a new chat.
+// ChatCreated tells every client about a new chat, except those a load
+// showed it deleted.
 func (h *Hub) ChatCreated(id string) {
-	h.Publish(encode(event{Type: msgNewChat, ChatID: id}), id, true)
+	h.PublishNew(encode(event{Type: msgNewChat, ChatID: id}), id)
 }
 
 // ChatDeleted tells every client that a chat was deleted.
@@ -177,6 +178,9 @@ func (s *Server) sendPage(ctx context.Context, client *wshub.Client, typ, chatID
 		}
 		s.hub.SendTo(client, encode(event{Type: msgError, ChatID: chatID, Code: code, Request: request, Error: msg}))
 		return
+	}
+	if p.deleted {
+		s.hub.Ended(client, chatID) // the load may be ahead of this instance's consumer
 	}
 	versions := make(map[string]int64, len(p.msgs))
 	for _, m := range p.msgs {

@@ -3,7 +3,8 @@
 // the internal database and, optionally, with WebSocket streams recorded by
 // internal UI clients (see converge.Received for their format), prints a
 // summary, and exits non-zero if anything was lost, stale, duplicated or
-// regressed.
+// regressed, or if a stream lacks a final state it owes (a recorded stream
+// owes the chats it loaded; see converge's package doc).
 //
 //	go run ./deploy/cmd/converge -log load.jsonl [-dsn DSN] [-stream tab.jsonl]... [-wait 30s] [-json report.json]
 //

@@ -14,6 +14,7 @@ import (
 	"github.com/chatpoc/chat-poc/internal/change"
 	"github.com/chatpoc/chat-poc/internal/chatdb"
 	"github.com/chatpoc/chat-poc/internal/chatdb/chatdbtest"
+	"github.com/chatpoc/chat-poc/internal/converge"
 )
 
 // writeLog writes records as the load generator does and returns the path.
@@ -62,6 +63,31 @@ func TestRun(t *testing.T) {
 	code, err = run(t.Context(), log, []string{"-log", writeLog(t, chat, m1, m2), "-dsn", dsn, "-json", "-", "-wait", "300ms"}, &out)
 	if code != exitFindings || err != nil || !strings.Contains(out.String(), `"id": "m2"`) || strings.Contains(out.String(), "convergence") {
 		t.Errorf("a lost message: exit %d, err %v, output (JSON only):\n%s", code, err, out.String())
+	}
+
+	// A tab that loaded c1 owes m1's final state: once missing, once carried.
+	for _, tc := range []struct {
+		frame string
+		code  int
+		says  string
+	}{
+		{`{"type":"load","chatId":"c1","messages":[]}`, exitFindings, "lost in stream: never carried; v2 was acknowledged"},
+		{`{"type":"load","chatId":"c1","messages":[{"id":"m1","chatId":"c1","content":"hi","createdAt":"2025-03-04T05:06:07Z","updatedAt":"2025-03-04T05:06:07Z","isDeleted":false,"version":2}]}`,
+			exitConverged, "0 lost in stream"},
+	} {
+		line, err := converge.EncodeReceived(now, 1, []byte(tc.frame))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream := filepath.Join(t.TempDir(), "tab.jsonl")
+		if err := os.WriteFile(stream, line, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out.Reset()
+		code, err = run(t.Context(), log, []string{"-log", writeLog(t, chat, m1), "-dsn", dsn, "-stream", stream}, &out)
+		if code != tc.code || err != nil || !strings.Contains(out.String(), tc.says) {
+			t.Errorf("stream %s: exit %d, err %v, want %d and %q in the output:\n%s", tc.frame, code, err, tc.code, tc.says, out.String())
+		}
 	}
 
 	for _, args := range [][]string{

@@ -141,9 +141,14 @@ func run(ctx context.Context, log *slog.Logger, args []string, stdout io.Writer)
 	}
 	defer pool.Close()
 
-	recorders := []*chaostest.Recorder{
-		chaostest.StartRecorder("internal-a1", internalA),
-		chaostest.StartRecorder("internal-b1", internalB),
+	var recorders []*chaostest.Recorder
+	for _, target := range []struct{ name, url string }{{"internal-a1", internalA}, {"internal-b1", internalB}} {
+		r, err := chaostest.NewRecorder(target.name, target.url)
+		if err != nil {
+			return exitError, err
+		}
+		defer r.Stop()
+		recorders = append(recorders, r)
 	}
 	csvPath := filepath.Join(cfg.out, "soak.csv")
 	s := &sampler{stack: stack, rdb: rdb, start: time.Now()}
@@ -203,17 +208,13 @@ wait:
 	if err != nil {
 		return exitError, fmt.Errorf("convergence check: %w", err)
 	}
-	// The streams are judged once the database converged: a recorder gets
-	// its last frames about when the database has its last rows.
-	var streams []converge.Stream
-	for _, r := range recorders {
-		streams = append(streams, r.Stop())
-	}
+	// The streams are judged once the database converged, given as long
+	// as a chaos scenario's to receive their last frames.
 	db, err := converge.LoadDB(cctx, pool, converge.ChatIDs(acked.Records()))
 	if err != nil {
 		return exitError, fmt.Errorf("read the internal database: %w", err)
 	}
-	report := converge.Compare(acked.Records(), db, streams)
+	report, _ := chaostest.WaitStreams(acked.Records(), db, recorders, chaostest.DeliveryBound)
 	if err := converge.WriteSummary(os.Stderr, report, 20); err != nil {
 		return exitError, err
 	}
@@ -342,7 +343,7 @@ func writeBenchLine(w io.Writer, stats loadgen.Stats, r converge.Report, drained
 	for _, g := range growth {
 		worst = max(worst, g)
 	}
-	streamFindings := len(r.Regressions) + len(r.StreamDuplicates)
+	streamFindings := len(r.Regressions) + len(r.StreamDuplicates) + len(r.LostInStream)
 	fmt.Fprintf(w, "BenchmarkSoak/%s-%.0fwps \t1\t0 ns/op\t%.0f writes/s\t%d lost\t%d stale\t%d stream-findings\t%.1f drain-s\t%.1f max-growth-%%\t%.1f max-rss-MB\t%.1f redis-MB\n",
 		cfg.duration, cfg.rate, float64(stats.Acked)/stats.Elapsed.Seconds(), len(r.Lost), len(r.Stale),
 		streamFindings, drained.Seconds(), worst, maxOf(last.mb, ours), last.mb[redisSeries])
