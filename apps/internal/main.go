@@ -45,7 +45,7 @@ type Config struct {
 	RedisAddr         string        `env:"REDIS_ADDR" required:"true" doc:"host:port of Redis"`
 	RedisPassword     string        `env:"REDIS_PASSWORD" secret:"true" doc:"Redis password; empty: none"`
 	CacheTTL          time.Duration `env:"INTERNAL_CACHE_TTL" default:"5m" doc:"how long a cached version lives after its last write: the window between Kafka and Postgres it must cover (the writer's lag, internal_cache_postgres_behind_seconds, must stay well below it)"`
-	MemoryBytes       int64         `env:"INTERNAL_MEMORY_MESSAGE_BYTES" default:"33554432" doc:"bound in bytes of the messages the in-process stand-in for Redis holds (32 MiB; least recently written forgotten first)"`
+	MemoryBytes       int64         `env:"INTERNAL_MEMORY_MESSAGE_BYTES" default:"33554432" doc:"bound in bytes of the messages (written within INTERNAL_CACHE_TTL) that the in-process stand-in for Redis holds (32 MiB; least recently written forgotten first)"`
 	KafkaBootstrap    string        `env:"KAFKA_BOOTSTRAP" required:"true" doc:"bootstrap servers of this region's Kafka cluster"`
 	Group             string        `env:"INTERNAL_GROUP" required:"true" doc:"this instance's own consumer group and Redis namespace, stable across restarts (on Kubernetes the StatefulSet pod name): a restart resumes where it stopped and does not push again what it pushed"`
 	MessageTopic      string        `env:"KAFKA_MESSAGE_TOPIC" default:"chat-messages" doc:"topic of message records (its mirrored copies are read too)"`
@@ -162,7 +162,7 @@ func newApp(cfg Config, log *slog.Logger) (*app, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	topics := change.NewTopics(cfg.MessageTopic, cfg.ChatTopic)
-	mem := live.NewMemory(cfg.MemoryBytes, live.DefaultChatBytes, reg)
+	mem := live.NewMemory(cfg.CacheTTL, cfg.MemoryBytes, live.DefaultChatBytes, reg)
 	db := chatdb.New(pool)
 	lag := live.NewPostgresLag(db, cfg.CacheTTL, reg, log)
 	a.lag = lag
