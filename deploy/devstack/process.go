@@ -20,6 +20,10 @@ import (
 // Postgres need a few seconds to shut down cleanly; anything longer is a hang.
 const stopGrace = 20 * time.Second
 
+// quitGrace is how long a process that overran stopGrace gets, after
+// SIGQUIT, to write its stacks before SIGKILL.
+const quitGrace = 3 * time.Second
+
 // procSpec describes how to run one OS process of the stack.
 type procSpec struct {
 	name    string   // component name, used for the log and pid file
@@ -145,11 +149,23 @@ func (p *proc) terminate(ctx context.Context, grace time.Duration) error {
 	case <-timer.C:
 	case <-ctx.Done():
 	}
+	// A stop that overran is a hang: SIGQUIT first makes a Go service write
+	// every goroutine's stack to its log and exit (a JVM writes its
+	// threads'), so that what it was stuck on is kept; then SIGKILL.
+	quit := time.NewTimer(quitGrace)
+	defer quit.Stop()
+	if err := p.signal(syscall.SIGQUIT); err == nil {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s did not stop within %s; sent SIGQUIT: its stacks are in its log", p.spec.name, grace)
+		case <-quit.C:
+		}
+	}
 	if err := p.kill(); err != nil {
 		return err
 	}
 	<-p.done
-	return fmt.Errorf("%s did not stop within %s; killed", p.spec.name, grace)
+	return fmt.Errorf("%s did not stop within %s; sent SIGQUIT (stacks in its log), then killed", p.spec.name, grace)
 }
 
 // logTail returns the last n lines of the process's log, for error messages.
