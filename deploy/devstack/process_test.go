@@ -17,9 +17,9 @@ func TestTerminateQuitsAHungProcessBeforeKillingIt(t *testing.T) {
 	for _, tt := range []struct {
 		name, script, wantErr, wantLog string
 	}{
-		{"writes its stacks on SIGQUIT", `trap '' TERM; trap 'echo stacks-on-quit; exit 2' QUIT; echo trapped; while :; do sleep 0.1; done`,
-			"its stacks are in its log", "stacks-on-quit"},
-		{"ignores SIGQUIT too", `trap '' TERM QUIT; echo trapped; while :; do sleep 0.1; done`, "then killed", ""},
+		{"writes its stacks on SIGQUIT", `trap '' TERM; trap 'echo stacks-$((1+1)); exit 2' QUIT; echo traps-$((6*7)); while :; do sleep 0.1; done`,
+			"its stacks are in its log", "stacks-2"},
+		{"ignores SIGQUIT too", `trap '' TERM QUIT; echo traps-$((6*7)); while :; do sleep 0.1; done`, "then killed", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -30,8 +30,10 @@ func TestTerminateQuitsAHungProcessBeforeKillingIt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for deadline := time.Now().Add(10 * time.Second); ; { // the traps are set once it says so
-				if data, _ := os.ReadFile(log); strings.Contains(string(data), "trapped") {
+			// The traps are set once it prints traps-42 (not in the
+			// script's text, which the log's first line quotes).
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				if data, _ := os.ReadFile(log); strings.Contains(string(data), "traps-42") {
 					break
 				}
 				if time.Now().After(deadline) {
