@@ -307,10 +307,18 @@ func when(t time.Time) string {
 	return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), time.Since(t).Round(100*time.Millisecond))
 }
 
-// signal sends the sync workflow's running execution a signal.
-func (o *operator) signal(ctx context.Context, name string, arg any, done string) error {
+// send sends the sync workflow's running execution a signal.
+func (o *operator) send(ctx context.Context, name string, arg any) error {
 	if err := o.tc.SignalWorkflow(ctx, workflows.WorkflowID, "", name, arg); err != nil {
 		return fmt.Errorf("signal %s to the sync workflow %s in namespace %s: %w", name, workflows.WorkflowID, o.namespace, err)
+	}
+	return nil
+}
+
+// signal sends a signal and says done.
+func (o *operator) signal(ctx context.Context, name string, arg any, done string) error {
+	if err := o.send(ctx, name, arg); err != nil {
+		return err
 	}
 	fmt.Fprintf(o.out, "sync %s\n", done)
 	return nil
@@ -319,8 +327,8 @@ func (o *operator) signal(ctx context.Context, name string, arg any, done string
 // pause signals the sync to pause and waits until its activity stopped, so
 // that nothing polls when it returns.
 func (o *operator) pause(ctx context.Context) error {
-	if err := o.tc.SignalWorkflow(ctx, workflows.WorkflowID, "", workflows.SignalPause, nil); err != nil {
-		return fmt.Errorf("signal %s to the sync workflow %s in namespace %s: %w", workflows.SignalPause, workflows.WorkflowID, o.namespace, err)
+	if err := o.send(ctx, workflows.SignalPause, nil); err != nil {
+		return err
 	}
 	for {
 		r, err := o.report(ctx)
